@@ -1,0 +1,630 @@
+"""The :class:`UserDatastore`: every user, role, password and session rule, written once.
+
+An ORM module subclasses :class:`UserDatastore` and implements only the abstract
+*primitives* below (find, save, delete, commit, and the session-row operations). It
+holds no rule of its own: what makes a user active, how a role is granted, when
+sessions end, all lives here.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextvars
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+from .exceptions import (
+    ConstraintError,
+    PasswordError,
+    SessionStoreError,
+    UnknownRoleError,
+    UserExistsError,
+)
+from .mixins import parse_permissions
+from .passwords import PasswordHasher
+
+__all__ = ["SessionRecord", "UserDatastore", "session_key", "utcnow"]
+
+U = TypeVar("U")
+R = TypeVar("R")
+
+
+def utcnow() -> datetime:
+    """Return the current UTC time as a naive datetime, the form every store keeps.
+
+    Naive UTC is used because SQLite and MariaDB have no time-zone-aware column type;
+    keeping one form everywhere makes comparisons in queries exact.
+    """
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def session_key(session_id: str) -> str:
+    """Return the key a session is stored under: the SHA-256 of its id, in hex.
+
+    Only this hash is stored (S02), so a leaked session table opens no session.
+    """
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+@dataclass
+class SessionRecord:
+    """One stored session, as the core sees it, whatever the ORM.
+
+    ``data`` is the session's content serialized by Flask's tagged JSON serializer.
+    ``expires_at`` is the moment the session dies: the earlier of its idle expiry and its
+    absolute expiry, so that one indexed column serves both the read check and purging.
+    """
+
+    key: str
+    user_pk: Any
+    data: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    user_agent: str | None = None
+    ip_address: str | None = None
+
+
+@dataclass
+class _Transaction:
+    after_commit: list[Callable[[], object]] = field(default_factory=list)
+
+
+class UserDatastore(abc.ABC, Generic[U, R]):
+    """Users, roles, passwords and sessions over one ORM.
+
+    :param db: the ORM's database object, as the application made it.
+    :param user_model: the application's user model.
+    :param role_model: the application's role model.
+    :param identity_attributes: the user attributes :meth:`get_user` and
+        :meth:`authenticate` look up, in order; those the model lacks are skipped.
+    :param password_hasher: how passwords are hashed; argon2 by default.
+
+    Each mutating method commits its own work, unless it runs inside
+    :meth:`transaction`, in which case everything commits (or rolls back) together when
+    the outermost block ends.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        user_model: type[U],
+        role_model: type[R],
+        *,
+        identity_attributes: Sequence[str] = ("email", "username"),
+        password_hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.db = db
+        self.user_model = user_model
+        self.role_model = role_model
+        self.identity_attributes = tuple(
+            name for name in identity_attributes if hasattr(user_model, name)
+        )
+        self.password_hasher = password_hasher or PasswordHasher()
+        self._transaction: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
+            f"sessionstore_transaction_{id(self)}", default=None
+        )
+
+    def init_app(self, app: Any) -> None:
+        """Hook for an ORM module to set up per-request work on ``app`` (opening and
+        closing connections, say). Called by :meth:`SessionStore.init_app`."""
+
+    # ------------------------------------------------------------------------------
+    # Primitives: what an ORM module translates. Nothing else is ORM-specific.
+    # ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put(self, model: Any) -> Any:
+        """Add or update ``model`` in the current unit of work and write it now.
+
+        :raises ConstraintError: when a unique or integrity constraint fails.
+        :returns: ``model``.
+        """
+
+    @abc.abstractmethod
+    def delete(self, model: Any) -> None:
+        """Delete ``model`` and the rows that only exist for it (such as role links)."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Commit the current unit of work.
+
+        :raises ConstraintError: when a unique or integrity constraint fails.
+        """
+
+    @abc.abstractmethod
+    def rollback(self) -> None:
+        """Roll back the current unit of work."""
+
+    @abc.abstractmethod
+    def _find_user(self, case_insensitive: bool, criteria: dict[str, Any]) -> U | None:
+        """Return the first user whose attributes equal all of ``criteria``, or None.
+
+        With ``case_insensitive``, string values (already lower-cased by the caller)
+        are compared with the lower-cased column. Values are known to be storable.
+        """
+
+    @abc.abstractmethod
+    def _find_role(self, name: str) -> R | None:
+        """Return the role named ``name`` (a storable string), or None."""
+
+    @abc.abstractmethod
+    def _get_user_by_pk(self, pk: Any) -> U | None:
+        """Return the user whose primary key is ``pk`` (already parsed), or None."""
+
+    @abc.abstractmethod
+    def _parse_pk(self, value: Any) -> Any:
+        """Return ``value`` converted to the user model's primary-key type, or None.
+
+        None means ``value`` cannot be a primary key (``"ann@example.com"`` for an
+        integer key), so no query is made that the database would reject.
+        """
+
+    @abc.abstractmethod
+    def user_pk(self, user: U) -> Any:
+        """Return ``user``'s primary key."""
+
+    @abc.abstractmethod
+    def _roles_of(self, user: U) -> Iterable[R]:
+        """Return the roles ``user`` holds."""
+
+    @abc.abstractmethod
+    def _add_role(self, user: U, role: R) -> None:
+        """Link ``role`` to ``user`` (known not to be linked yet) in the unit of work."""
+
+    @abc.abstractmethod
+    def _remove_role(self, user: U, role: R) -> None:
+        """Unlink ``role`` from ``user`` (known to be linked) in the unit of work."""
+
+    # Session rows. Each of these is durable when it returns and independent of the
+    # caller's unit of work, so that a request's session save never commits (or is
+    # undone with) the view's own changes.
+
+    @abc.abstractmethod
+    def _session_insert(self, record: SessionRecord) -> None:
+        """Store a new session row.
+
+        :raises ConstraintError: when a row with the same key exists; it is never
+            overwritten (S03).
+        """
+
+    @abc.abstractmethod
+    def _session_load(self, key: str, now: datetime) -> tuple[SessionRecord, U | None] | None:
+        """Return the live row stored under ``key`` and its user, or None.
+
+        A row whose ``expires_at`` is not after ``now`` is dead and not returned: the
+        check is part of the query. The user comes with its roles, in one round trip
+        with the row where the ORM allows.
+        """
+
+    @abc.abstractmethod
+    def _session_update(
+        self, key: str, now: datetime, *, data: str | None, expires_at: datetime
+    ) -> bool:
+        """Update a live row in place: its ``expires_at``, ``last_seen_at`` (= ``now``)
+        and, unless ``data`` is None, its data.
+
+        :returns: False when no live row has ``key``: a session ended meanwhile is not
+            brought back (S09).
+        """
+
+    @abc.abstractmethod
+    def _session_delete(self, key: str) -> bool:
+        """Delete the row stored under ``key``; return whether there was one."""
+
+    @abc.abstractmethod
+    def _session_delete_for_user(self, user_pk: Any, *, keep: str | None = None) -> int:
+        """Delete every row of the user ``user_pk`` except the one keyed ``keep``.
+
+        :returns: how many rows were deleted.
+        """
+
+    @abc.abstractmethod
+    def _session_list_for_user(self, user_pk: Any, now: datetime) -> list[SessionRecord]:
+        """Return the user's live rows, most recently seen first."""
+
+    @abc.abstractmethod
+    def _session_delete_expired(self, now: datetime, limit: int) -> int:
+        """Delete at most ``limit`` rows that expired before ``now``; return how many."""
+
+    # ------------------------------------------------------------------------------
+    # Units of work
+    # ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run a block as one unit of work: commit at the end, roll back on any error.
+
+        Blocks nest: only the outermost one commits. Work that must follow a successful
+        commit (ending sessions after a deactivation) runs after it, and never when the
+        block rolled back.
+        """
+        if self._transaction.get() is not None:
+            yield
+            return
+        state = _Transaction()
+        token = self._transaction.set(state)
+        try:
+            yield
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        finally:
+            self._transaction.reset(token)
+        for action in state.after_commit:
+            action()
+
+    def _after_commit(self, action: Callable[[], object]) -> None:
+        state = self._transaction.get()
+        if state is None:
+            action()
+        else:
+            state.after_commit.append(action)
+
+    # ------------------------------------------------------------------------------
+    # Users
+    # ------------------------------------------------------------------------------
+
+    def find_user(self, case_insensitive: bool = False, **kwargs: Any) -> U | None:
+        """Return the user whose attributes equal all of ``kwargs`` (AND-ed), or None.
+
+        With ``case_insensitive``, string values are compared without regard to case.
+        A value no database could hold (a string with a NUL character) matches nobody.
+        """
+        if not kwargs:
+            raise TypeError("find_user needs at least one attribute to look up.")
+        if not all(_storable(value) for value in kwargs.values()):
+            return None
+        if case_insensitive:
+            kwargs = {k: v.lower() if isinstance(v, str) else v for k, v in kwargs.items()}
+        return self._find_user(case_insensitive, kwargs)
+
+    def find_role(self, role: str) -> R | None:
+        """Return the role named ``role``, or None."""
+        if not isinstance(role, str) or not _storable(role):
+            return None
+        return self._find_role(role)
+
+    def get_user(self, identifier: Any) -> U | None:
+        """Return the user ``identifier`` names, or None.
+
+        ``identifier`` may be a primary key (as itself or as a string) or the value of
+        one of :attr:`identity_attributes`, compared without regard to case. A value
+        that cannot be a primary key is never sent to the database as one.
+        """
+        if identifier is None or identifier == "":
+            return None
+        pk = self._parse_pk(identifier)
+        if pk is not None:
+            user = self._get_user_by_pk(pk)
+            if user is not None:
+                return user
+        if not isinstance(identifier, str):
+            return None
+        for attribute in self.identity_attributes:
+            user = self.find_user(case_insensitive=True, **{attribute: identifier})
+            if user is not None:
+                return user
+        return None
+
+    def create_user(self, **kwargs: Any) -> U:
+        """Create, store and return a user.
+
+        A plain ``password`` is hashed. ``roles`` may hold role names or role objects;
+        the caller's list is not changed. ``active`` defaults to True.
+
+        :raises UserExistsError: when a user with the same identity attribute exists.
+        :raises UnknownRoleError: when a role name is unknown.
+        :raises PasswordError: when the password cannot be used.
+        """
+        fields = dict(kwargs)
+        _check_storable(fields)
+        roles = [self._resolve_role(role) for role in fields.pop("roles", None) or ()]
+        if fields.get("password") is not None:
+            fields["password"] = self.hash_password(fields["password"])
+        if hasattr(self.user_model, "active"):
+            fields.setdefault("active", True)
+        token_attribute = self._token_attribute()
+        if token_attribute and not fields.get(token_attribute):
+            fields[token_attribute] = secrets.token_urlsafe(32)
+        for attribute in self.identity_attributes:
+            value = fields.get(attribute)
+            if value is not None and self.find_user(case_insensitive=True, **{attribute: value}):
+                raise UserExistsError(f"A user with {attribute} {value!r} already exists.")
+        try:
+            with self.transaction():
+                user = self.put(self.user_model(**fields))
+                for role in _unique_by_name(roles):
+                    self._add_role(user, role)
+        except ConstraintError as exc:
+            raise UserExistsError(f"The user could not be stored: {exc}") from exc
+        return user
+
+    def delete_user(self, user: U) -> None:
+        """Delete ``user``, its role links and all its sessions."""
+        pk = self.user_pk(user)
+        with self.transaction():
+            self.delete(user)
+            self._after_commit(lambda: self._session_delete_for_user(pk))
+
+    def activate_user(self, user: U) -> bool:
+        """Mark ``user`` active; return True if that changed anything."""
+        if getattr(user, "active", False):
+            return False
+        with self.transaction():
+            user.active = True  # type: ignore[attr-defined]
+            self.put(user)
+        return True
+
+    def deactivate_user(self, user: U) -> bool:
+        """Mark ``user`` inactive and end all its sessions; True if anything changed."""
+        if not getattr(user, "active", True):
+            return False
+        with self.transaction():
+            user.active = False  # type: ignore[attr-defined]
+            self.put(user)
+            self._end_sessions_after_commit(user, keep_current=False)
+        return True
+
+    def toggle_active(self, user: U) -> bool:
+        """Flip ``user``'s active flag; return the new value."""
+        if getattr(user, "active", True):
+            self.deactivate_user(user)
+            return False
+        self.activate_user(user)
+        return True
+
+    # ------------------------------------------------------------------------------
+    # Roles and permissions
+    # ------------------------------------------------------------------------------
+
+    def create_role(self, **kwargs: Any) -> R:
+        """Create, store and return a role; ``permissions`` may be any iterable.
+
+        :raises ConstraintError: when a role with that name exists.
+        """
+        fields = dict(kwargs)
+        _check_storable(fields)
+        name = fields.get("name")
+        if not name or not isinstance(name, str):
+            raise SessionStoreError("A role needs a non-empty string name.")
+        if self.find_role(name) is not None:
+            raise ConstraintError(f"A role named {name!r} already exists.")
+        permissions = fields.pop("permissions", None)
+        role = self.role_model(**fields)
+        if permissions is not None:
+            _store_permissions(role, parse_permissions(permissions))
+        with self.transaction():
+            self.put(role)
+        return role
+
+    def find_or_create_role(self, name: str, **kwargs: Any) -> R:
+        """Return the role named ``name``, creating it (with ``kwargs``) if needed."""
+        return self.find_role(name) or self.create_role(name=name, **kwargs)
+
+    def add_role_to_user(self, user: U, role: R | str) -> bool:
+        """Grant ``role`` (an object or a name); return False if the user had it.
+
+        :raises UnknownRoleError: when ``role`` names no role.
+        """
+        found = self._resolve_role(role)
+        if self._holds(user, found):
+            return False
+        with self.transaction():
+            self._add_role(user, found)
+        return True
+
+    def remove_role_from_user(self, user: U, role: R | str) -> bool:
+        """Take ``role`` (an object or a name) away; return False if the user lacked it.
+
+        :raises UnknownRoleError: when ``role`` names no role.
+        """
+        found = self._resolve_role(role)
+        if not self._holds(user, found):
+            return False
+        with self.transaction():
+            self._remove_role(user, found)
+        return True
+
+    def add_permissions_to_role(self, role: R | str, permissions: Iterable[str] | str) -> bool:
+        """Add ``permissions`` to ``role``; return whether any was new."""
+        return self._edit_permissions(role, parse_permissions(permissions), add=True)
+
+    def remove_permissions_from_role(
+        self, role: R | str, permissions: Iterable[str] | str
+    ) -> bool:
+        """Remove ``permissions`` from ``role``; return whether any was there."""
+        return self._edit_permissions(role, parse_permissions(permissions), add=False)
+
+    def _edit_permissions(self, role: R | str, names: frozenset[str], *, add: bool) -> bool:
+        found = self._resolve_role(role)
+        if not hasattr(found, "permissions"):
+            raise SessionStoreError(
+                f"{type(found).__name__} has no 'permissions' attribute; add a text or list "
+                "column named 'permissions' to the role model to use permissions."
+            )
+        current = parse_permissions(found.permissions)
+        updated = current | names if add else current - names
+        if updated == current:
+            return False
+        _store_permissions(found, updated)
+        with self.transaction():
+            self.put(found)
+        return True
+
+    def _resolve_role(self, role: R | str) -> R:
+        if isinstance(role, str):
+            found = self.find_role(role)
+            if found is None:
+                raise UnknownRoleError(f"There is no role named {role!r}.")
+            return found
+        return role
+
+    def _holds(self, user: U, role: R) -> bool:
+        name = getattr(role, "name", None)
+        return any(getattr(held, "name", None) == name for held in self._roles_of(user))
+
+    # ------------------------------------------------------------------------------
+    # Passwords
+    # ------------------------------------------------------------------------------
+
+    def hash_password(self, password: str) -> str:
+        """Return the hash of ``password`` with the preferred scheme.
+
+        :raises PasswordError: when the password is empty, too long or not a string.
+        """
+        return self.password_hasher.hash(password)
+
+    def verify_password(self, password: str, user: U) -> bool:
+        """Return whether ``password`` is ``user``'s; upgrades an outdated hash."""
+        matched, new_hash = self.password_hasher.verify(password, getattr(user, "password", None))
+        if matched and new_hash:
+            with self.transaction():
+                user.password = new_hash  # type: ignore[attr-defined]
+                self.put(user)
+        return matched
+
+    def authenticate(self, identifier: Any, password: str) -> U | None:
+        """Return the active user that ``identifier`` and ``password`` prove, or None.
+
+        An unknown user, a user without a password, an inactive user and a wrong
+        password all cost one password verification and all return None (S25, S26).
+        """
+        user = self.get_user(identifier)
+        if user is None:
+            self.password_hasher.dummy_verify()
+            return None
+        if not self.verify_password(password, user):
+            return None
+        return user if getattr(user, "is_active", True) else None
+
+    def change_password(self, user: U, password: str, new_password: str | None = None) -> None:
+        """Give ``user`` a new password and end their other sessions (S16).
+
+        ``change_password(user, new)`` sets it; ``change_password(user, old, new)``
+        first checks ``old`` and raises :class:`PasswordError` if it is wrong. The
+        current request's session, if it is this user's, is kept and given a new id.
+        """
+        if new_password is None:
+            new_password = password
+        elif not self.password_hasher.verify(password, getattr(user, "password", None))[0]:
+            raise PasswordError("The current password is wrong.")
+        new_hash = self.hash_password(new_password)
+        with self.transaction():
+            user.password = new_hash  # type: ignore[attr-defined]
+            self.put(user)
+            self._end_sessions_after_commit(user, keep_current=True)
+
+    def generate_password(self, user: U, length: int = 16) -> str:
+        """Give ``user`` a new random password, end their sessions, and return it."""
+        new_password = secrets.token_urlsafe(length)[:length]
+        self.change_password(user, new_password)
+        return new_password
+
+    # ------------------------------------------------------------------------------
+    # Sessions
+    # ------------------------------------------------------------------------------
+
+    def list_sessions(self, user: U) -> list[SessionRecord]:
+        """Return ``user``'s live sessions, most recently seen first."""
+        return self._session_list_for_user(self.user_pk(user), utcnow())
+
+    def revoke_session(self, key: str) -> bool:
+        """End the session stored under ``key``; return whether it existed."""
+        return self._session_delete(key)
+
+    def revoke_user_sessions(self, user: U, *, keep_current: bool = False) -> int:
+        """End all of ``user``'s sessions (with ``keep_current``, all but this request's).
+
+        :returns: how many sessions were ended.
+        """
+        from .sessions import current_session_of
+
+        current = current_session_of(self, user)
+        keep = current.key if keep_current and current is not None else None
+        if current is not None:
+            if keep_current:
+                current.rotate()
+            else:
+                current.end()
+        count = self._session_delete_for_user(self.user_pk(user), keep=keep)
+        token_attribute = self._token_attribute()
+        if token_attribute:
+            setattr(user, token_attribute, secrets.token_urlsafe(32))
+            with self.transaction():
+                self.put(user)
+        return count
+
+    def delete_expired(self, *, batch_size: int = 1000) -> int:
+        """Delete every expired session, ``batch_size`` rows at a time; return the count.
+
+        Each batch is its own short statement, so no lock on live rows is held for
+        longer than one batch.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        now = utcnow()
+        total = 0
+        while True:
+            deleted = self._session_delete_expired(now, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+    def _user_for_login_id(self, login_id: str) -> U | None:
+        """Return the user whose :meth:`~flask_sessionstore.UserMixin.get_id` is
+        ``login_id``, for a session that is not one of this library's."""
+        token_attribute = self._token_attribute()
+        if token_attribute:
+            return self.find_user(**{token_attribute: login_id})
+        pk = self._parse_pk(login_id)
+        return self._get_user_by_pk(pk) if pk is not None else None
+
+    def _end_sessions_after_commit(self, user: U, *, keep_current: bool) -> None:
+        self._after_commit(lambda: self.revoke_user_sessions(user, keep_current=keep_current))
+
+    def _token_attribute(self) -> str | None:
+        name = getattr(self.user_model, "session_token_attribute", None)
+        if isinstance(name, str) and hasattr(self.user_model, name):
+            return name
+        return None
+
+
+def _storable(value: Any) -> bool:
+    # PostgreSQL rejects NUL in text and other stores truncate at it: such a value can
+    # neither be stored nor match anything stored.
+    return not (isinstance(value, str) and "\x00" in value)
+
+
+def _check_storable(fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        if not _storable(value):
+            raise SessionStoreError(f"{name} must not contain a NUL character.")
+
+
+def _unique_by_name(roles: Iterable[R]) -> list[R]:
+    seen: set[Any] = set()
+    unique = []
+    for role in roles:
+        name = getattr(role, "name", None)
+        if name not in seen:
+            seen.add(name)
+            unique.append(role)
+    return unique
+
+
+def _store_permissions(role: Any, names: frozenset[str]) -> None:
+    # Keep the shape the model already uses: a list-like field stays a list, a text
+    # column (or an unset one) gets comma-separated names.
+    current = getattr(role, "permissions", None)
+    ordered = sorted(names)
+    if current is not None and not isinstance(current, str):
+        role.permissions = ordered
+    else:
+        role.permissions = ",".join(ordered)

@@ -1,0 +1,49 @@
+"""The library's errors: one root, :class:`SessionStoreError`, and a few leaves.
+
+Catch the root to handle every failure the library reports on purpose; catch a leaf to
+handle one case. Errors raised by a database driver that the library cannot interpret
+are not wrapped: they are bugs or outages, and hiding them would lose information.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConstraintError",
+    "DatastoreUnavailableError",
+    "PasswordError",
+    "SessionStoreError",
+    "UnknownRoleError",
+    "UnknownUserError",
+    "UserExistsError",
+]
+
+
+class SessionStoreError(Exception):
+    """Root of every error the library raises on purpose."""
+
+
+class ConstraintError(SessionStoreError):
+    """A write broke a uniqueness or integrity constraint of the database.
+
+    The unit of work has been rolled back when this is raised: nothing is half-written.
+    """
+
+
+class UserExistsError(ConstraintError):
+    """A user with the same unique attribute (email, username, ...) already exists."""
+
+
+class UnknownRoleError(SessionStoreError, LookupError):
+    """A role was named that does not exist."""
+
+
+class UnknownUserError(SessionStoreError, LookupError):
+    """A user was named that does not exist."""
+
+
+class PasswordError(SessionStoreError, ValueError):
+    """A password cannot be used: empty, too long, or not a string."""
+
+
+class DatastoreUnavailableError(SessionStoreError):
+    """The database could not be reached; the request should be answered with 503."""

@@ -1,0 +1,174 @@
+"""The :class:`SessionStore` extension: wires one datastore into a Flask app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import flask_login
+from flask import Flask, current_app
+from werkzeug.local import LocalProxy
+
+from .datastore import UserDatastore
+from .login import init_login
+from .sessions import ServerSessionInterface, SessionPolicy
+
+__all__ = ["CONFIG_DEFAULTS", "SessionStore", "current_datastore"]
+
+#: Every setting the extension reads, with its default. Flask's own ``SESSION_COOKIE_*``
+#: settings and ``PERMANENT_SESSION_LIFETIME`` are honoured as Flask documents them.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    # An authenticated session dies after this long without a request...
+    "SESSIONSTORE_IDLE_TIMEOUT": timedelta(hours=1),
+    # ...and this long after login, however active (NIST SP 800-63B-4, AAL2).
+    "SESSIONSTORE_ABSOLUTE_TIMEOUT": timedelta(hours=12),
+    # Anonymous sessions hold less and are cheaper to lose: shorter limits (S12).
+    "SESSIONSTORE_ANONYMOUS_IDLE_TIMEOUT": timedelta(minutes=30),
+    "SESSIONSTORE_ANONYMOUS_ABSOLUTE_TIMEOUT": timedelta(hours=2),
+    # A busy session writes its new expiry at most this often (S13).
+    "SESSIONSTORE_RENEWAL_INTERVAL": timedelta(minutes=5),
+    # None: Secure unless the app runs in debug or testing mode (S20).
+    "SESSIONSTORE_COOKIE_SECURE": None,
+    # Sign the id in the cookie with the app's secret key, so forged ids are refused
+    # without a query.
+    "SESSIONSTORE_SIGN_COOKIE": False,
+    # Record user agent and IP address on each session, for "your devices" pages.
+    "SESSIONSTORE_STORE_CLIENT_INFO": True,
+}
+
+
+@dataclass(frozen=True)
+class _State:
+    datastore: UserDatastore[Any, Any]
+    session_interface: ServerSessionInterface
+
+
+class SessionStore:
+    """Users, roles and server-side sessions for a Flask app.
+
+    :param app: the app to set up now; or call :meth:`init_app` later.
+    :param datastore: the :class:`~flask_sessionstore.datastore.UserDatastore` used by
+        every app this object is initialised on, unless :meth:`init_app` is given one.
+    :param login_manager: the app's :class:`flask_login.LoginManager`, if it has one
+        already; otherwise one is made.
+
+    The extension keeps no reference to an app: its per-app state is in
+    ``app.extensions["sessionstore"]``.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        datastore: UserDatastore[Any, Any] | None = None,
+        login_manager: flask_login.LoginManager | None = None,
+    ) -> None:
+        self.datastore = datastore
+        self.login_manager = login_manager
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        datastore: UserDatastore[Any, Any] | None = None,
+        login_manager: flask_login.LoginManager | None = None,
+    ) -> None:
+        """Install the session interface, the user loader and the CLI on ``app``.
+
+        Configuration is read here, once.
+
+        :raises RuntimeError: when no datastore is given, when the app was already set
+            up, or when the cookie settings contradict each other.
+        """
+        if "sessionstore" in app.extensions:
+            raise RuntimeError(
+                "A SessionStore is already set up on this app. Call init_app once per app; "
+                "to change the datastore, build a new app."
+            )
+        store = datastore or self.datastore
+        if store is None:
+            raise RuntimeError(
+                "SessionStore needs a datastore: pass SessionStore(app, datastore=...) or "
+                "init_app(app, datastore=...)."
+            )
+        if not isinstance(store, UserDatastore):
+            raise TypeError(f"datastore must be a UserDatastore, not {type(store).__name__}.")
+
+        for name, value in CONFIG_DEFAULTS.items():
+            app.config.setdefault(name, value)
+        interface = _make_interface(app, store)
+        app.extensions["sessionstore"] = _State(store, interface)
+        app.session_interface = interface
+        init_login(app, login_manager or self.login_manager)
+        store.init_app(app)
+
+        from .cli import register_commands
+
+        register_commands(app)
+
+
+def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSessionInterface:
+    config = app.config
+    policy = SessionPolicy(
+        idle=_duration(config, "SESSIONSTORE_IDLE_TIMEOUT"),
+        absolute=_duration(config, "SESSIONSTORE_ABSOLUTE_TIMEOUT"),
+        anonymous_idle=_duration(config, "SESSIONSTORE_ANONYMOUS_IDLE_TIMEOUT"),
+        anonymous_absolute=_duration(config, "SESSIONSTORE_ANONYMOUS_ABSOLUTE_TIMEOUT"),
+        permanent=_duration(config, "PERMANENT_SESSION_LIFETIME"),
+        renewal_interval=_duration(config, "SESSIONSTORE_RENEWAL_INTERVAL"),
+    )
+    secure = config["SESSIONSTORE_COOKIE_SECURE"]
+    if secure is None:
+        secure = bool(config.get("SESSION_COOKIE_SECURE")) or not (app.debug or app.testing)
+    samesite = config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+    name = config.get("SESSION_COOKIE_NAME", "session")
+    if name.startswith(("__Host-", "__Secure-")) and not secure:
+        raise RuntimeError(
+            f"The cookie name {name!r} needs a Secure cookie: set SESSIONSTORE_COOKIE_SECURE "
+            "to True or choose another SESSION_COOKIE_NAME."
+        )
+    if name.startswith("__Host-") and (
+        config.get("SESSION_COOKIE_DOMAIN") or (config.get("SESSION_COOKIE_PATH") or "/") != "/"
+    ):
+        raise RuntimeError(
+            f"The cookie name {name!r} forbids a domain and needs the path '/': unset "
+            "SESSION_COOKIE_DOMAIN and SESSION_COOKIE_PATH."
+        )
+    sign_with = None
+    if config["SESSIONSTORE_SIGN_COOKIE"]:
+        sign_with = app.secret_key
+        if not sign_with:
+            raise RuntimeError("SESSIONSTORE_SIGN_COOKIE needs the app's SECRET_KEY to be set.")
+    return ServerSessionInterface(
+        datastore,
+        policy,
+        secure=secure,
+        samesite=samesite,
+        sign_with=sign_with,
+        store_client_info=bool(config["SESSIONSTORE_STORE_CLIENT_INFO"]),
+    )
+
+
+def _duration(config: Any, name: str) -> timedelta:
+    value = config[name]
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return timedelta(seconds=value)
+    raise RuntimeError(f"{name} must be a timedelta or a positive number of seconds, not {value!r}.")
+
+
+def _current_datastore() -> UserDatastore[Any, Any]:
+    state = current_app.extensions.get("sessionstore")
+    if state is None:
+        raise RuntimeError(
+            "This app has no SessionStore: call SessionStore(app, datastore=...) first."
+        )
+    return state.datastore  # type: ignore[no-any-return]
+
+
+#: The datastore of the current app, for use in views and commands.
+current_datastore: UserDatastore[Any, Any] = LocalProxy(_current_datastore)  # type: ignore[assignment]

@@ -1,0 +1,1 @@
+"""One module per ORM; each translates the datastore primitives and holds no rule."""

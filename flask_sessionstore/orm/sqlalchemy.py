@@ -1,0 +1,287 @@
+"""The datastore for Flask-SQLAlchemy 3.
+
+Users and roles go through ``db.session``, so the objects the library returns are the
+application's own. Session rows are read through ``db.session`` too (the user and its
+roles come in the same SELECT) but written with short transactions of their own on
+``db.engine``: a request's session save never commits, or is undone with, the view's
+own changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import joinedload, relationship
+
+from ..datastore import SessionRecord, UserDatastore
+from ..exceptions import ConstraintError, DatastoreUnavailableError, SessionStoreError
+
+__all__ = ["SQLAlchemyUserDatastore", "session_model_for"]
+
+#: Session models already made, per metadata and table name: a second datastore on the
+#: same ``db`` reuses the model instead of defining its table twice.
+_models: weakref.WeakKeyDictionary[sa.MetaData, dict[str, type[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_BIGINT_RANGE = range(-(2**63), 2**63)
+
+
+def _datetime() -> sa.types.TypeEngine[datetime]:
+    # MariaDB's DATETIME drops fractions of a second unless asked to keep them.
+    return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def session_model_for(db: Any, user_model: type[Any], *,
+                      tablename: str = "sessionstore_session") -> type[Any]:
+    """Return the session model for ``db``, made on first use.
+
+    The table is created by ``db.create_all()`` like the application's own. Its
+    ``user_id`` column has the type of ``user_model``'s primary key and a foreign key
+    to it that cascades on delete.
+    """
+    made = _models.setdefault(db.metadata, {})
+    if tablename in made:
+        return made[tablename]
+    pk_column = sa.inspect(user_model).primary_key[0]
+    attributes: dict[str, Any] = {
+        "__tablename__": tablename,
+        "__doc__": "A server-side session: one row per live session id (stored hashed).",
+        "key": sa.Column(sa.String(64), primary_key=True),
+        "user_id": sa.Column(
+            pk_column.type,
+            sa.ForeignKey(pk_column, ondelete="CASCADE"),
+            nullable=True,
+            index=True,
+        ),
+        "data": sa.Column(
+            sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False
+        ),
+        "created_at": sa.Column(_datetime(), nullable=False),
+        "last_seen_at": sa.Column(_datetime(), nullable=False),
+        "expires_at": sa.Column(_datetime(), nullable=False, index=True),
+        "user_agent": sa.Column(sa.String(512), nullable=True),
+        "ip_address": sa.Column(sa.String(45), nullable=True),
+        "user": relationship(user_model, lazy="joined"),
+    }
+    model = type(f"SessionStoreRow_{tablename}", (db.Model,), attributes)
+    made[tablename] = model
+    return model
+
+
+class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
+    """The datastore over Flask-SQLAlchemy: ``SQLAlchemyUserDatastore(db, User, Role)``.
+
+    :param session_model: a model for the session rows, with the columns of
+        :func:`session_model_for`; by default that function makes one on ``db``.
+
+    Other keyword arguments are those of :class:`~flask_sessionstore.UserDatastore`.
+    """
+
+    def __init__(self, db: Any, user_model: type[Any], role_model: type[Any], *,
+                 session_model: type[Any] | None = None, **options: Any) -> None:
+        super().__init__(db, user_model, role_model, **options)
+        self.session_model = session_model or session_model_for(db, user_model)
+        self._table: sa.Table = self.session_model.__table__
+        self._pk_name = sa.inspect(user_model).primary_key[0].key
+        self._pk_type = _python_type(sa.inspect(user_model).primary_key[0])
+        roles = sa.inspect(user_model).relationships.get("roles")
+        # The roles come in the session's SELECT, unless the relationship cannot be
+        # eagerly loaded (a dynamic or write-only one).
+        load = joinedload(self.session_model.user)
+        if roles is not None and roles.lazy not in ("dynamic", "write_only", "noload"):
+            load = load.joinedload(getattr(user_model, "roles"))
+        self._session_options = load
+
+    # -- units of work -------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sa_exc.IntegrityError as exc:
+            self.db.session.rollback()
+            raise ConstraintError(str(exc.orig)) from exc
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            if exc.connection_invalidated or _is_disconnect(exc):
+                self.db.session.rollback()
+                raise DatastoreUnavailableError(str(exc.orig)) from exc
+            raise
+
+    def put(self, model: Any) -> Any:
+        with self._translated():
+            self.db.session.add(model)
+            self.db.session.flush()
+        return model
+
+    def delete(self, model: Any) -> None:
+        with self._translated():
+            self.db.session.delete(model)
+            self.db.session.flush()
+
+    def commit(self) -> None:
+        with self._translated():
+            self.db.session.commit()
+
+    def rollback(self) -> None:
+        self.db.session.rollback()
+
+    # -- users and roles -----------------------------------------------------------
+
+    def _find_user(self, case_insensitive: bool, criteria: dict[str, Any]) -> Any:
+        query = sa.select(self.user_model)
+        for name, value in criteria.items():
+            column = getattr(self.user_model, name, None)
+            if column is None:
+                raise SessionStoreError(f"{self.user_model.__name__} has no attribute {name!r}.")
+            if case_insensitive and isinstance(value, str):
+                query = query.where(sa.func.lower(column) == value)
+            else:
+                query = query.where(column == value)
+        with self._translated():
+            return self.db.session.execute(query.limit(1)).scalars().first()
+
+    def _find_role(self, name: str) -> Any:
+        query = sa.select(self.role_model).where(self.role_model.name == name).limit(1)
+        with self._translated():
+            return self.db.session.execute(query).scalars().first()
+
+    def _get_user_by_pk(self, pk: Any) -> Any:
+        with self._translated():
+            return self.db.session.get(self.user_model, pk)
+
+    def _parse_pk(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            return None
+        if self._pk_type is int:
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            return value if isinstance(value, int) and value in _BIGINT_RANGE else None
+        if self._pk_type is uuid.UUID:
+            try:
+                return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+            except ValueError:
+                return None
+        if self._pk_type is str:
+            return value if isinstance(value, str) else None
+        return None
+
+    def user_pk(self, user: Any) -> Any:
+        return getattr(user, self._pk_name)
+
+    def _roles_of(self, user: Any) -> Iterable[Any]:
+        return user.roles  # type: ignore[no-any-return]
+
+    def _add_role(self, user: Any, role: Any) -> None:
+        user.roles.append(role)
+        self.put(user)
+
+    def _remove_role(self, user: Any, role: Any) -> None:
+        user.roles.remove(role)
+        self.put(user)
+
+    # -- session rows --------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._translated(), self.db.engine.begin() as connection:
+            yield connection
+
+    def _session_insert(self, record: SessionRecord) -> None:
+        with self._write() as connection:
+            connection.execute(sa.insert(self._table).values(
+                key=record.key, user_id=record.user_pk, data=record.data,
+                created_at=record.created_at, last_seen_at=record.last_seen_at,
+                expires_at=record.expires_at, user_agent=record.user_agent,
+                ip_address=record.ip_address,
+            ))
+
+    def _session_load(self, key: str, now: datetime) -> tuple[SessionRecord, Any] | None:
+        model = self.session_model
+        query = (
+            sa.select(model)
+            .options(self._session_options)
+            .where(model.key == key, model.expires_at > now)
+        )
+        with self._translated():
+            row = self.db.session.execute(query).unique().scalars().first()
+        if row is None:
+            return None
+        return _record(row), row.user
+
+    def _session_update(self, key: str, now: datetime, *, data: str | None,
+                        expires_at: datetime) -> bool:
+        values: dict[str, Any] = {"expires_at": expires_at, "last_seen_at": now}
+        if data is not None:
+            values["data"] = data
+        table = self._table
+        with self._write() as connection:
+            result = connection.execute(
+                sa.update(table).where(table.c.key == key, table.c.expires_at > now).values(values)
+            )
+        return bool(result.rowcount == 1)
+
+    def _session_delete(self, key: str) -> bool:
+        with self._write() as connection:
+            result = connection.execute(sa.delete(self._table).where(self._table.c.key == key))
+        return bool(result.rowcount)
+
+    def _session_delete_for_user(self, user_pk: Any, *, keep: str | None = None) -> int:
+        table = self._table
+        query = sa.delete(table).where(table.c.user_id == user_pk)
+        if keep is not None:
+            query = query.where(table.c.key != keep)
+        with self._write() as connection:
+            return int(connection.execute(query).rowcount)
+
+    def _session_list_for_user(self, user_pk: Any, now: datetime) -> list[SessionRecord]:
+        table = self._table
+        query = (
+            sa.select(table)
+            .where(table.c.user_id == user_pk, table.c.expires_at > now)
+            .order_by(table.c.last_seen_at.desc())
+        )
+        with self._translated(), self.db.engine.connect() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def _session_delete_expired(self, now: datetime, limit: int) -> int:
+        table = self._table
+        # Select the batch first, then delete it by key: portable (MariaDB allows no
+        # LIMIT in an IN subquery) and each batch locks only the rows it deletes.
+        with self._write() as connection:
+            keys = connection.execute(
+                sa.select(table.c.key).where(table.c.expires_at <= now).limit(limit)
+            ).scalars().all()
+            if not keys:
+                return 0
+            connection.execute(sa.delete(table).where(table.c.key.in_(keys)))
+        return len(keys)
+
+
+def _record(row: Any) -> SessionRecord:
+    return SessionRecord(
+        key=row.key, user_pk=row.user_id, data=row.data, created_at=row.created_at,
+        last_seen_at=row.last_seen_at, expires_at=row.expires_at,
+        user_agent=row.user_agent, ip_address=row.ip_address,
+    )
+
+
+def _python_type(column: sa.Column[Any]) -> type | None:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None
+
+
+def _is_disconnect(exc: sa_exc.DBAPIError) -> bool:
+    return bool(getattr(exc, "connection_invalidated", False)) or isinstance(
+        exc, sa_exc.InterfaceError
+    )

@@ -1,0 +1,103 @@
+"""Password hashing and verification over a libpass ``CryptContext``.
+
+argon2 is the default scheme; bcrypt (through ``bcrypt_sha256``, which has no 72-byte
+truncation) and pbkdf2_sha256 can be chosen. Hashes made with a scheme that is no longer
+the default are reported as needing an upgrade, so the datastore can re-hash them on the
+next successful login.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from passlib.context import CryptContext
+
+from .exceptions import PasswordError
+
+__all__ = ["DEFAULT_SCHEMES", "PasswordHasher"]
+
+#: The schemes understood by default, the preferred one first.
+DEFAULT_SCHEMES: tuple[str, ...] = ("argon2", "bcrypt_sha256", "pbkdf2_sha256")
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords.
+
+    :param schemes: libpass scheme names; the first one hashes new passwords, the others
+        are still verified and marked for upgrade.
+    :param max_length: the longest password accepted, in characters. Longer passwords
+        raise :class:`~flask_sessionstore.exceptions.PasswordError` instead of being
+        truncated, so no two different passwords ever share a hash.
+    :param settings: extra ``CryptContext`` settings, such as
+        ``{"argon2__memory_cost": 19456}``.
+    """
+
+    def __init__(
+        self,
+        schemes: Sequence[str] = DEFAULT_SCHEMES,
+        *,
+        max_length: int = 1024,
+        settings: Mapping[str, Any] | None = None,
+    ):
+        if not schemes:
+            raise ValueError("PasswordHasher needs at least one scheme, such as 'argon2'.")
+        self.schemes = tuple(schemes)
+        self.max_length = max_length
+        self._context = CryptContext(
+            schemes=list(self.schemes), deprecated="auto", **dict(settings or {})
+        )
+        # A hash of a random value, verified whenever there is no real hash to check, so
+        # that an unknown user costs the same work as a wrong password (no enumeration).
+        self._dummy_hash = self._context.hash("no user has this password \x00 dummy")
+
+    def normalize(self, password: str) -> str:
+        """Return the form of ``password`` that is hashed.
+
+        Passwords are NFKC-normalized (as NIST SP 800-63B recommends) so that the same
+        password typed on two keyboards verifies.
+
+        :raises PasswordError: if ``password`` is not a non-empty string within
+            :attr:`max_length` characters.
+        """
+        if not isinstance(password, str):
+            raise PasswordError(f"A password must be a str, not {type(password).__name__}.")
+        normalized = unicodedata.normalize("NFKC", password)
+        if not normalized:
+            raise PasswordError("A password must not be empty.")
+        if len(normalized) > self.max_length:
+            raise PasswordError(
+                f"A password must be at most {self.max_length} characters long; "
+                f"this one has {len(normalized)}."
+            )
+        return normalized
+
+    def hash(self, password: str) -> str:
+        """Hash ``password`` with the preferred scheme.
+
+        :raises PasswordError: see :meth:`normalize`.
+        """
+        return str(self._context.hash(self.normalize(password)))
+
+    def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
+        """Check ``password`` against ``password_hash``.
+
+        The work done is the same whether or not there is a hash to check.
+
+        :returns: ``(matches, new_hash)``; ``new_hash`` is set when the password matched
+            and the stored hash should be replaced (an older scheme or weaker settings).
+        """
+        try:
+            candidate = self.normalize(password)
+        except PasswordError:
+            candidate = None
+        if candidate is None or not password_hash or not self._context.identify(password_hash):
+            self._context.verify("wrong", self._dummy_hash)
+            return False, None
+        matched, new_hash = self._context.verify_and_update(candidate, password_hash)
+        return bool(matched), new_hash
+
+    def dummy_verify(self) -> None:
+        """Spend the work of one verification, for a login whose user does not exist."""
+        self._context.verify("wrong", self._dummy_hash)

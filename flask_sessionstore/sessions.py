@@ -1,0 +1,400 @@
+"""Server-side sessions behind Flask's :class:`~flask.sessions.SessionInterface`.
+
+The cookie carries only an opaque random id. The data lives in the datastore's session
+rows, keyed by the SHA-256 of the id. A session is read from the database the first time
+the request touches it, and written back only when it changed, when its expiry is due
+for renewal, or when its id must change.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Request, Response, has_request_context
+from flask import session as flask_session
+from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
+from itsdangerous import BadSignature, Signer
+
+from . import signals
+from .datastore import SessionRecord, session_key, utcnow
+from .exceptions import ConstraintError
+
+if TYPE_CHECKING:
+    from .datastore import UserDatastore
+
+__all__ = ["ServerSession", "ServerSessionInterface", "SessionPolicy", "current_session_of"]
+
+log = logging.getLogger("flask_sessionstore")
+
+#: 32 random bytes in URL-safe base64 without padding: 43 characters.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+_ID_BYTES = 32
+_INSERT_ATTEMPTS = 3
+#: Flask-Login keys that steer its remember cookie. Remember-me is a long-lived
+#: server-side session here, so these are never stored; knowing that lets the
+#: interface answer Flask-Login's after-request check without reading the database.
+_UNSTORED_KEYS = frozenset({"_remember", "_remember_seconds"})
+
+
+def short_hash(key: str) -> str:
+    """Return the first characters of a session key, for logs (never the raw id)."""
+    return key[:12]
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long sessions live and how often their expiry is written back.
+
+    A session dies at the earlier of two moments: ``idle`` after it was last renewed,
+    and ``absolute`` after it was created. Anonymous sessions have their own limits;
+    a permanent session (remember-me, or ``session.permanent = True``) lives for
+    ``permanent`` (Flask's ``PERMANENT_SESSION_LIFETIME``) in both senses.
+    """
+
+    idle: timedelta
+    absolute: timedelta
+    anonymous_idle: timedelta
+    anonymous_absolute: timedelta
+    permanent: timedelta
+    renewal_interval: timedelta
+
+    def expires_at(self, *, created_at: datetime, now: datetime, authenticated: bool,
+                   permanent: bool) -> datetime:
+        """Return when a session with these properties dies, renewed at ``now``."""
+        if permanent:
+            idle = absolute = self.permanent
+        elif authenticated:
+            idle, absolute = self.idle, self.absolute
+        else:
+            idle, absolute = self.anonymous_idle, self.anonymous_absolute
+        return min(now + idle, created_at + absolute)
+
+
+class ServerSession(SessionMixin):
+    """A session whose data lives in the datastore, read on first use.
+
+    Besides the mapping, it knows its stored :attr:`record`, the :attr:`user` that came
+    with it, and whether its id must change (:meth:`rotate`) or it must end (:meth:`end`).
+    """
+
+    def __init__(self, interface: ServerSessionInterface, session_id: str | None,
+                 *, had_cookie: bool) -> None:
+        self.interface = interface
+        self.session_id = session_id
+        self.had_cookie = had_cookie
+        self.record: SessionRecord | None = None
+        self.user: Any = None
+        self.user_pk: Any = None
+        self.modified = False
+        self._read = False
+        self.loaded = session_id is None
+        self._data: dict[str, Any] = {}
+        self._rotate = False
+        self._ended = False
+
+    # -- loading -------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def accessed(self) -> bool:
+        """True once the request read or wrote the data (it then varies on the cookie).
+
+        Flask also sets this whenever the ``session`` proxy is touched, as Flask-Login
+        does after every request; that alone reads nothing here, so it is ignored.
+        """
+        return self._read
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        pass
+
+    def _load(self) -> None:
+        self._read = True
+        if self.loaded:
+            return
+        self.loaded = True
+        assert self.session_id is not None
+        key = session_key(self.session_id)
+        found = self.interface.datastore._session_load(key, utcnow())
+        if found is None:
+            # Unknown, expired or revoked: never adopted (S05).
+            log.info("session %s not found or expired; starting a new one", short_hash(key))
+            signals.session_invalid.send(self.interface, key=key)
+            self.session_id = None
+            return
+        self.record, self.user = found
+        self.user_pk = self.record.user_pk
+        self._data = dict(self.interface.serializer.loads(self.record.data))
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        """True until the session is stored."""
+        self._load()
+        return self.record is None
+
+    @property
+    def key(self) -> str | None:
+        """The stored key of this session (the hash of its id), or None if not stored."""
+        self._load()
+        return self.record.key if self.record is not None else None
+
+    # -- the mapping ---------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Any:
+        self._load()
+        return self._data[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._load()
+        self._data[name] = value
+        self.modified = True
+
+    def __delitem__(self, name: str) -> None:
+        self._load()
+        del self._data[name]
+        self.modified = True
+
+    def __contains__(self, name: object) -> bool:
+        if not self.loaded and name in _UNSTORED_KEYS:
+            return False
+        self._load()
+        return name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        return f"<ServerSession {state} user={self.user_pk!r}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def login(self, user: Any, user_pk: Any) -> None:
+        """Attach ``user`` to this session and give it a new id (S07)."""
+        self._load()
+        self.user, self.user_pk = user, user_pk
+        self._ended = False
+        self.rotate()
+
+    def rotate(self) -> None:
+        """Give this session a new id when the response is saved; the old id dies."""
+        self._load()
+        self._rotate = True
+        self.modified = True
+
+    def end(self) -> None:
+        """End this session: its data is dropped and its row deleted when saved (S14)."""
+        self._load()
+        self._data.clear()
+        self.user = self.user_pk = None
+        self._ended = True
+        self.modified = True
+
+
+class ServerSessionInterface(SessionInterface):
+    """Stores Flask sessions in the rows of a :class:`UserDatastore`.
+
+    Made and installed by :class:`~flask_sessionstore.SessionStore`; see the
+    configuration page for the settings it reads.
+    """
+
+    serializer = session_json_serializer
+    pickle_based = False
+
+    def __init__(
+        self,
+        datastore: UserDatastore[Any, Any],
+        policy: SessionPolicy,
+        *,
+        secure: bool,
+        samesite: str | None,
+        sign_with: str | bytes | None = None,
+        store_client_info: bool = True,
+    ) -> None:
+        self.datastore = datastore
+        self.policy = policy
+        self.secure = secure
+        self.samesite = samesite
+        self.store_client_info = store_client_info
+        self._signer = (
+            Signer(sign_with, salt="flask-sessionstore.cookie") if sign_with else None
+        )
+
+    # -- cookie --------------------------------------------------------------------
+
+    def get_cookie_httponly(self, app: Flask) -> bool:
+        return True  # S20: script never needs the id.
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return self.secure
+
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        return self.samesite
+
+    def parse_cookie(self, value: str | None) -> str | None:
+        """Return the session id a cookie value carries, or None if it is not one.
+
+        Length, alphabet and (when configured) signature are checked before any query
+        is made (S04).
+        """
+        if not value or len(value) > 200:
+            return None
+        if self._signer is not None:
+            try:
+                value = self._signer.unsign(value.encode("ascii")).decode("ascii")
+            except (BadSignature, UnicodeError):
+                return None
+        return value if _ID_PATTERN.fullmatch(value) else None
+
+    def _cookie_value(self, session_id: str) -> str:
+        if self._signer is None:
+            return session_id
+        return self._signer.sign(session_id.encode("ascii")).decode("ascii")
+
+    # -- SessionInterface ----------------------------------------------------------
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        raw = request.cookies.get(self.get_cookie_name(app))
+        session_id = self.parse_cookie(raw)
+        if raw is not None and session_id is None:
+            log.info("rejected a malformed session cookie of %d characters", len(raw))
+            signals.session_invalid.send(self, key=None)
+        return ServerSession(self, session_id, had_cookie=raw is not None)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, ServerSession):
+            return
+        if session.accessed:
+            response.vary.add("Cookie")
+        if not session.loaded:
+            return  # Never touched: nothing was read, so nothing is written.
+        from flask import request
+
+        now = utcnow()
+        data = {k: v for k, v in session._data.items() if k not in _UNSTORED_KEYS}
+        keep = bool(data) or session.user_pk is not None
+        record = session.record
+
+        if record is not None and (session._rotate or session._ended or not keep):
+            self.datastore._session_delete(record.key)
+            session.record = record = None
+            if session._ended or not keep:
+                log.info("session ended")
+        if not keep:
+            # An empty anonymous session is never stored and gets no cookie (S28).
+            if session.had_cookie:
+                self._delete_cookie(app, response)
+            return
+
+        authenticated = session.user_pk is not None
+        if record is None:
+            created = self._insert(session, data, now, request)
+            self._set_cookie(app, response, session, created)
+            return
+
+        due = now - record.last_seen_at >= self.policy.renewal_interval
+        if not (session.modified or due):
+            return
+        expires_at = self.policy.expires_at(
+            created_at=record.created_at, now=now,
+            authenticated=authenticated, permanent=session.permanent,
+        )
+        if not self.datastore._session_update(
+            record.key, now,
+            data=self.serializer.dumps(data) if session.modified else None,
+            expires_at=expires_at,
+        ):
+            # Ended by a logout or revoke while this request ran: stays ended (S09).
+            self._delete_cookie(app, response)
+            return
+        record.expires_at, record.last_seen_at = expires_at, now
+        if session.permanent:
+            # A permanent cookie carries the expiry, so it changes with it (S22).
+            assert session.session_id is not None
+            self._set_cookie(app, response, session, session.session_id)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _insert(self, session: ServerSession, data: dict[str, Any], now: datetime,
+                request: Request) -> str:
+        authenticated = session.user_pk is not None
+        for _ in range(_INSERT_ATTEMPTS):
+            session_id = secrets.token_urlsafe(_ID_BYTES)
+            record = SessionRecord(
+                key=session_key(session_id),
+                user_pk=session.user_pk,
+                data=self.serializer.dumps(data),
+                created_at=now,
+                last_seen_at=now,
+                expires_at=self.policy.expires_at(
+                    created_at=now, now=now, authenticated=authenticated,
+                    permanent=session.permanent,
+                ),
+                user_agent=_clip(request.user_agent.string, 512)
+                if self.store_client_info else None,
+                ip_address=_clip(request.remote_addr, 45) if self.store_client_info else None,
+            )
+            try:
+                self.datastore._session_insert(record)
+            except ConstraintError:
+                continue  # An id collision: draw again, never overwrite (S03).
+            session.session_id, session.record = session_id, record
+            session._rotate = session._ended = False
+            signals.session_created.send(self, key=record.key, user_pk=record.user_pk)
+            return session_id
+        raise ConstraintError("Could not draw an unused session id; the store is inconsistent.")
+
+    def _set_cookie(self, app: Flask, response: Response, session: ServerSession,
+                    session_id: str) -> None:
+        expires = None
+        if session.permanent and session.record is not None:
+            expires = session.record.expires_at.replace(tzinfo=timezone.utc)
+        response.set_cookie(
+            self.get_cookie_name(app),
+            self._cookie_value(session_id),
+            expires=expires,
+            httponly=True,
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.secure,
+            samesite=self.samesite,
+            partitioned=self.get_cookie_partitioned(app),
+        )
+
+    def _delete_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.secure,
+            samesite=self.samesite,
+            httponly=True,
+            partitioned=self.get_cookie_partitioned(app),
+        )
+
+
+def current_session_of(datastore: UserDatastore[Any, Any], user: Any) -> ServerSession | None:
+    """Return this request's session if it belongs to ``user``, else None."""
+    if not has_request_context():
+        return None
+    current = flask_session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(current, ServerSession) or current.interface.datastore is not datastore:
+        return None
+    current._load()
+    if current.user_pk is None or current.user_pk != datastore.user_pk(user):
+        return None
+    return current
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    return value[:size] if value else None

@@ -1,0 +1,104 @@
+"""The backends the contract suite runs on: one class per ORM, one instance per database.
+
+A backend builds the seed's models for its ORM, a datastore over them, and tables in a
+clean database; it can count the statements a block of code sends and read the session
+table directly, without going through the library.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+from flask_sessionstore import PasswordHasher, UserDatastore
+
+#: Environment variables naming the servers; the suite runs on SQLite without them.
+SERVER_ENV = {
+    "postgresql": "SESSIONSTORE_TEST_POSTGRESQL_URL",
+    "mariadb": "SESSIONSTORE_TEST_MARIADB_URL",
+    "mongodb": "MONGODB_URI",
+    "redis": "SESSIONSTORE_TEST_REDIS_URL",
+}
+#: Set to 1 (CI does) to make a missing server a failure instead of a skip.
+REQUIRE_SERVERS_ENV = "SESSIONSTORE_TEST_REQUIRE_SERVERS"
+
+
+def server_url(database: str) -> str | None:
+    """Return the URL configured for ``database``, or None."""
+    return os.environ.get(SERVER_ENV[database]) or None
+
+
+def fast_hasher() -> PasswordHasher:
+    """argon2 with the smallest settings: the same code path, a fraction of the time."""
+    return PasswordHasher(
+        settings={"argon2__memory_cost": 8, "argon2__time_cost": 1, "argon2__parallelism": 1}
+    )
+
+
+@dataclass
+class Counter:
+    """What a block of code sent to the database."""
+
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    @property
+    def writes(self) -> list[str]:
+        verbs = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+        return [s for s in self.statements if s.lstrip().upper().startswith(verbs)]
+
+
+class Backend(abc.ABC):
+    """One ORM on one database, set up fresh for each test."""
+
+    orm: str
+    database: str
+    User: Any
+    Role: Any
+    datastore: UserDatastore[Any, Any]
+    #: What a request may cost on this backend, in statements (or round trips):
+    #: ``role_check`` exactly, ``session_write`` at most.
+    budgets: dict[str, int] = {"role_check": 1, "session_write": 2}
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @property
+    def id(self) -> str:
+        return f"{self.orm}-{self.database}"
+
+    def budget(self, name: str) -> int:
+        return self.budgets[name]
+
+    @abc.abstractmethod
+    def setup(self, app: Flask) -> UserDatastore[Any, Any]:
+        """Configure ``app`` for this ORM, make the models, clean tables and a datastore."""
+
+    @abc.abstractmethod
+    def teardown(self) -> None:
+        """Drop what :meth:`setup` made and close connections."""
+
+    @abc.abstractmethod
+    @contextmanager
+    def count(self) -> Iterator[Counter]:
+        """Count the statements (or round trips) and commits sent inside the block."""
+
+    @abc.abstractmethod
+    def session_rows(self) -> list[dict[str, Any]]:
+        """Read the session table directly: one dict per row, the store's own columns."""
+
+    @contextmanager
+    def unit(self, app: Flask) -> Iterator[None]:
+        """A block in which the datastore can be used outside a request."""
+        with app.app_context():
+            yield
