@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from flask import Flask
 
@@ -32,6 +33,41 @@ REQUIRE_SERVERS_ENV = "SESSIONSTORE_TEST_REQUIRE_SERVERS"
 def server_url(database: str) -> str | None:
     """Return the URL configured for ``database``, or None."""
     return os.environ.get(SERVER_ENV[database]) or None
+
+
+def own_database(url: str, name: str) -> str:
+    """Return ``url`` pointing at database ``name`` on the same server, creating it.
+
+    Each ORM gets its own database, so that suites on different ORMs (whose seed models
+    share table names such as ``user``) can run at the same time without meeting.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.startswith("postgresql"):
+        import psycopg2
+
+        connection = psycopg2.connect(url)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+    elif parts.scheme.startswith(("mysql", "mariadb")):
+        import pymysql
+
+        connection = pymysql.connect(
+            host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+            user=unquote(parts.username or "root"), password=unquote(parts.password or ""),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+        connection.close()
+    else:
+        raise ValueError(f"No server database can be made for {url!r}.")
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def fast_hasher() -> PasswordHasher:

@@ -12,7 +12,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flask_sessionstore import RoleMixin, SQLAlchemyUserDatastore, UserMixin
 
-from . import Backend, Counter, fast_hasher
+from . import Backend, Counter, fast_hasher, own_database
 
 
 def seed_models(db: Any) -> tuple[Any, Any]:
@@ -57,7 +57,10 @@ class SQLAlchemyBackend(Backend):
         self.database = database
 
     def setup(self, app: Flask) -> SQLAlchemyUserDatastore:
-        app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(self.url)
+        url = self.url
+        if self.database != "sqlite":
+            url = own_database(url, "sessionstore_sqlalchemy")
+        app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(url)
         self.app = app
         self.db = db = SQLAlchemy(app)
         self.User, self.Role = seed_models(db)
