@@ -67,7 +67,10 @@ class UserMixin(_LoginUserMixin):
         return str(super().get_id())
 
     def _role_objects(self) -> Iterable[Any]:
-        return getattr(self, "roles", None) or ()
+        # An entry may be a link row that carries the role in ``role`` (Peewee's
+        # through model in the seed); permissions live on the role itself.
+        for entry in getattr(self, "roles", None) or ():
+            yield getattr(entry, "role", entry)
 
     def has_role(self, role: Any) -> bool:
         """Return whether the user holds ``role``, given as a name or a role object."""
