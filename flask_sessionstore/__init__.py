@@ -8,8 +8,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .datastore import SessionRecord, UserDatastore
+from .auth import AuthMethod, BearerToken, SessionCookie, TrustedHeader
+from .datastore import SessionAdmin, SessionRecord, UserDatastore
 from .decorators import (
+    auth_required,
     permissions_accepted,
     permissions_required,
     roles_accepted,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from .orm.sqlalchemy import SQLAlchemyUserDatastore
 
 __all__ = [
+    "AuthMethod",
+    "BearerToken",
     "ConstraintError",
     "DatastoreUnavailableError",
     "MongoEngineUserDatastore",
@@ -48,14 +52,18 @@ __all__ = [
     "SQLAlchemyUserDatastore",
     "ServerSession",
     "ServerSessionInterface",
+    "SessionAdmin",
+    "SessionCookie",
     "SessionRecord",
     "SessionStore",
     "SessionStoreError",
+    "TrustedHeader",
     "UnknownRoleError",
     "UnknownUserError",
     "UserDatastore",
     "UserExistsError",
     "UserMixin",
+    "auth_required",
     "current_datastore",
     "login_user",
     "logout_user",

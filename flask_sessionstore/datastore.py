@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
+from . import signals
 from .exceptions import (
     ConstraintError,
     PasswordError,
@@ -28,10 +29,19 @@ from .exceptions import (
 from .mixins import parse_permissions
 from .passwords import PasswordHasher
 
-__all__ = ["SessionRecord", "UserDatastore", "session_key", "utcnow"]
+__all__ = ["ANY_USER", "SessionAdmin", "SessionRecord", "UserDatastore", "session_key", "utcnow"]
 
 U = TypeVar("U")
 R = TypeVar("R")
+
+
+class _AnyUser:
+    def __repr__(self) -> str:
+        return "ANY_USER"
+
+
+#: Selects the sessions of every user and the anonymous ones, in session queries.
+ANY_USER: Any = _AnyUser()
 
 
 def utcnow() -> datetime:
@@ -68,6 +78,10 @@ class SessionRecord:
     expires_at: datetime
     user_agent: str | None = None
     ip_address: str | None = None
+    #: Set by :meth:`UserDatastore.list_sessions`: this is the current request's session.
+    current: bool = False
+    #: Set when the record was read with its user (:meth:`UserDatastore.retrieve_session`).
+    user: Any = None
 
 
 @dataclass
@@ -225,8 +239,24 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         """
 
     @abc.abstractmethod
-    def _session_list_for_user(self, user_pk: Any, now: datetime) -> list[SessionRecord]:
-        """Return the user's live rows, most recently seen first."""
+    def _session_find(
+        self, now: datetime, *, user_pk: Any = ANY_USER, offset: int = 0, limit: int | None = None
+    ) -> list[SessionRecord]:
+        """Return live rows, most recently seen first, ``offset`` and ``limit`` applied.
+
+        ``user_pk`` selects: :data:`ANY_USER` every row, None the anonymous rows only,
+        any other value the rows of that user.
+        """
+
+    @abc.abstractmethod
+    def _session_count(self, now: datetime, *, user_pk: Any = ANY_USER,
+                       expired: bool = False) -> int:
+        """Count the live rows (or, with ``expired``, the dead rows not yet purged);
+        ``user_pk`` selects as in :meth:`_session_find`."""
+
+    @abc.abstractmethod
+    def _session_delete_all(self) -> int:
+        """Delete every session row; return how many."""
 
     @abc.abstractmethod
     def _session_delete_expired(self, now: datetime, limit: int) -> int:
@@ -339,7 +369,8 @@ class UserDatastore(abc.ABC, Generic[U, R]):
                 raise UserExistsError(f"A user with {attribute} {value!r} already exists.")
         try:
             with self.transaction():
-                user = self.put(self.user_model(**fields))
+                user: U = self.user_model(**fields)
+                self.put(user)
                 for role in _unique_by_name(roles):
                     self._add_role(user, role)
         except ConstraintError as exc:
@@ -499,10 +530,11 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         user = self.get_user(identifier)
         if user is None:
             self.password_hasher.dummy_verify()
-            return None
-        if not self.verify_password(password, user):
-            return None
-        return user if getattr(user, "is_active", True) else None
+        elif self.verify_password(password, user) and getattr(user, "is_active", True):
+            signals.login_succeeded.send(self, user=user)
+            return user
+        signals.login_failed.send(self, identifier=identifier)
+        return None
 
     def change_password(self, user: U, password: str, new_password: str | None = None) -> None:
         """Give ``user`` a new password and end their other sessions (S16).
@@ -531,16 +563,37 @@ class UserDatastore(abc.ABC, Generic[U, R]):
     # Sessions
     # ------------------------------------------------------------------------------
 
+    @property
+    def sessions(self) -> SessionAdmin:
+        """The administration API over every stored session (see :class:`SessionAdmin`)."""
+        return SessionAdmin(self)
+
     def list_sessions(self, user: U) -> list[SessionRecord]:
-        """Return ``user``'s live sessions, most recently seen first."""
-        return self._session_list_for_user(self.user_pk(user), utcnow())
+        """Return ``user``'s live sessions, most recently seen first.
+
+        Each record has ``created_at``, ``last_seen_at``, ``expires_at``, ``user_agent``
+        and ``ip_address``; the current request's session has ``current`` set.
+        """
+        from .sessions import current_session_key
+
+        current = current_session_key(self)
+        records = self._session_find(utcnow(), user_pk=self.user_pk(user))
+        for record in records:
+            record.current = record.key == current
+        return records
 
     def revoke_session(self, key: str) -> bool:
         """End the session stored under ``key``; return whether it existed."""
-        return self._session_delete(key)
+        ended = self._session_delete(key)
+        if ended:
+            signals.session_revoked.send(self, key=key, user_pk=None)
+        return ended
 
     def revoke_user_sessions(self, user: U, *, keep_current: bool = False) -> int:
-        """End all of ``user``'s sessions (with ``keep_current``, all but this request's).
+        """End all of ``user``'s sessions (with ``keep_current``, all but this request's,
+        which gets a new id).
+
+        When the user model has a session token column, the token is replaced too.
 
         :returns: how many sessions were ended.
         """
@@ -554,12 +607,73 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             else:
                 current.end()
         count = self._session_delete_for_user(self.user_pk(user), keep=keep)
+        if count:
+            signals.session_revoked.send(self, key=None, user_pk=self.user_pk(user), count=count)
         token_attribute = self._token_attribute()
         if token_attribute:
             setattr(user, token_attribute, secrets.token_urlsafe(32))
             with self.transaction():
                 self.put(user)
         return count
+
+    # The session API for clients without cookies (mobile apps, API scripts): a token
+    # is a session id, sent as ``Authorization: Bearer <token>``.
+
+    def create_session(self, user_id: Any = None, password: str | None = None,
+                       verify_password: bool = True, *, permanent: bool = False) -> str:
+        """Store a new session and return its token.
+
+        With ``user_id`` (anything :meth:`get_user` accepts) the session is the user's:
+        ``password`` is checked first unless ``verify_password`` is False (for a login
+        proven another way). Without ``user_id`` the session is anonymous.
+
+        :raises PasswordError: when the user is unknown, inactive, or the password is
+            wrong (one error for all three, so callers cannot tell users apart).
+        """
+        from .sessions import store_new_session
+
+        user = None
+        if user_id is not None:
+            if verify_password:
+                user = self.authenticate(user_id, password or "")
+            else:
+                found = self.get_user(user_id)
+                user = found if found is not None and getattr(found, "is_active", True) else None
+            if user is None:
+                raise PasswordError("Unknown user, inactive user or wrong password.")
+        data: dict[str, Any] = {"_permanent": True} if permanent else {}
+        if user is not None:
+            data.update(_user_id=str(user.get_id()), _fresh=True)  # type: ignore[attr-defined]
+        token, _ = store_new_session(
+            self, _policy(), user_pk=self.user_pk(user) if user is not None else None,
+            data=data, permanent=permanent,
+        )
+        return token
+
+    def retrieve_session(self, token: str) -> SessionRecord | None:
+        """Return the live session ``token`` names, with its ``user``, or None."""
+        from .sessions import parse_session_id
+
+        session_id = parse_session_id(token)
+        if session_id is None:
+            return None
+        found = self._session_load(session_key(session_id), utcnow())
+        if found is None:
+            return None
+        record, user = found
+        record.user = user
+        return record
+
+    def remove_session(self, token: str) -> bool:
+        """End the session ``token`` names; return whether it was live."""
+        from .sessions import parse_session_id
+
+        session_id = parse_session_id(token)
+        return session_id is not None and self.revoke_session(session_key(session_id))
+
+    def clear_sessions(self, user: U) -> int:
+        """End every session of ``user`` ("log out everywhere"); return how many."""
+        return self.revoke_user_sessions(user)
 
     def delete_expired(self, *, batch_size: int = 1000) -> int:
         """Delete every expired session, ``batch_size`` rows at a time; return the count.
@@ -582,7 +696,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         ``login_id``, for a session that is not one of this library's."""
         token_attribute = self._token_attribute()
         if token_attribute:
-            return self.find_user(**{token_attribute: login_id})
+            return self.find_user(False, **{token_attribute: login_id})
         pk = self._parse_pk(login_id)
         return self._get_user_by_pk(pk) if pk is not None else None
 
@@ -594,6 +708,93 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         if isinstance(name, str) and hasattr(self.user_model, name):
             return name
         return None
+
+
+def _policy() -> Any:
+    """The session policy of the current app, or the defaults outside one."""
+    from flask import current_app, has_app_context
+
+    from .sessions import SessionPolicy
+
+    if has_app_context():
+        state = current_app.extensions.get("sessionstore")
+        if state is not None:
+            return state.session_interface.policy
+    return SessionPolicy.defaults()
+
+
+class SessionAdmin:
+    """Every stored session, for administrators: ``user_datastore.sessions``.
+
+    Counts and lists see live sessions only; dead rows wait for :meth:`purge`.
+    """
+
+    def __init__(self, datastore: UserDatastore[Any, Any]) -> None:
+        self.datastore = datastore
+
+    def _select(self, user: Any, anonymous: bool | None) -> Any:
+        if user is not None:
+            return self.datastore.user_pk(user)
+        if anonymous is True:
+            return None
+        return ANY_USER
+
+    def get_all(self, *, user: Any = None, anonymous: bool | None = None, page: int = 1,
+                per_page: int = 50) -> list[SessionRecord]:
+        """Return one page of live sessions, most recently seen first.
+
+        :param user: only this user's sessions.
+        :param anonymous: True for anonymous sessions only.
+        """
+        if page < 1 or per_page < 1:
+            raise ValueError("page and per_page start at 1.")
+        return self.datastore._session_find(
+            utcnow(), user_pk=self._select(user, anonymous),
+            offset=(page - 1) * per_page, limit=per_page,
+        )
+
+    def count(self, *, user: Any = None, anonymous: bool | None = None) -> int:
+        """Count live sessions, filtered as in :meth:`get_all`."""
+        return self.datastore._session_count(utcnow(), user_pk=self._select(user, anonymous))
+
+    def get(self, key: str) -> SessionRecord | None:
+        """Return the live session stored under ``key``, with its ``user``, or None."""
+        found = self.datastore._session_load(key, utcnow())
+        if found is None:
+            return None
+        record, user = found
+        record.user = user
+        return record
+
+    def delete(self, key: str) -> int:
+        """End the session stored under ``key``; return 1 if it existed, else 0."""
+        return int(self.datastore.revoke_session(key))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """End the sessions stored under ``keys``; return how many existed."""
+        return sum(self.delete(key) for key in set(keys))
+
+    def delete_all(self) -> int:
+        """End every session, of every user; return how many rows were deleted."""
+        count = self.datastore._session_delete_all()
+        signals.session_revoked.send(self.datastore, key=None, user_pk=ANY_USER, count=count)
+        return count
+
+    def purge(self, *, batch_size: int = 1000) -> int:
+        """Delete expired rows: :meth:`UserDatastore.delete_expired`."""
+        return self.datastore.delete_expired(batch_size=batch_size)
+
+    def stats(self) -> dict[str, int]:
+        """Return counts of live, authenticated, anonymous and expired-unpurged rows."""
+        now = utcnow()
+        live = self.datastore._session_count(now)
+        anonymous = self.datastore._session_count(now, user_pk=None)
+        return {
+            "live": live,
+            "authenticated": live - anonymous,
+            "anonymous": anonymous,
+            "expired": self.datastore._session_count(now, expired=True),
+        }
 
 
 def _storable(value: Any) -> bool:

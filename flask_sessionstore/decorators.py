@@ -14,7 +14,15 @@ from typing import Any, TypeVar, cast
 from flask import abort, jsonify, make_response, request
 from flask_login import current_user
 
-__all__ = ["permissions_accepted", "permissions_required", "roles_accepted", "roles_required"]
+from .auth import current_method
+
+__all__ = [
+    "auth_required",
+    "permissions_accepted",
+    "permissions_required",
+    "roles_accepted",
+    "roles_required",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +48,24 @@ def _guard(check: Callable[[Any], bool]) -> Callable[[F], F]:
                 _deny(401)
             if not check(current_user):
                 _deny(403)
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def auth_required(*methods: str) -> Callable[[F], F]:
+    """Let the view run only for a user authenticated by one of ``methods``
+    (``"session"``, ``"token"``, ``"header"`` or a custom method's name); with no
+    argument, by any configured method. Anything else gets 401.
+    """
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated or (methods and current_method() not in methods):
+                _deny(401)
             return view(*args, **kwargs)
 
         return cast(F, wrapper)

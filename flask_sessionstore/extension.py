@@ -10,38 +10,19 @@ import flask_login
 from flask import Flask, current_app
 from werkzeug.local import LocalProxy
 
+from .auth import AuthMethod, build_methods
+from .config import CONFIG_DEFAULTS
 from .datastore import UserDatastore
 from .login import init_login
 from .sessions import ServerSessionInterface, SessionPolicy
 
 __all__ = ["CONFIG_DEFAULTS", "SessionStore", "current_datastore"]
 
-#: Every setting the extension reads, with its default. Flask's own ``SESSION_COOKIE_*``
-#: settings and ``PERMANENT_SESSION_LIFETIME`` are honoured as Flask documents them.
-CONFIG_DEFAULTS: dict[str, Any] = {
-    # An authenticated session dies after this long without a request...
-    "SESSIONSTORE_IDLE_TIMEOUT": timedelta(hours=1),
-    # ...and this long after login, however active (NIST SP 800-63B-4, AAL2).
-    "SESSIONSTORE_ABSOLUTE_TIMEOUT": timedelta(hours=12),
-    # Anonymous sessions hold less and are cheaper to lose: shorter limits (S12).
-    "SESSIONSTORE_ANONYMOUS_IDLE_TIMEOUT": timedelta(minutes=30),
-    "SESSIONSTORE_ANONYMOUS_ABSOLUTE_TIMEOUT": timedelta(hours=2),
-    # A busy session writes its new expiry at most this often (S13).
-    "SESSIONSTORE_RENEWAL_INTERVAL": timedelta(minutes=5),
-    # None: Secure unless the app runs in debug or testing mode (S20).
-    "SESSIONSTORE_COOKIE_SECURE": None,
-    # Sign the id in the cookie with the app's secret key, so forged ids are refused
-    # without a query.
-    "SESSIONSTORE_SIGN_COOKIE": False,
-    # Record user agent and IP address on each session, for "your devices" pages.
-    "SESSIONSTORE_STORE_CLIENT_INFO": True,
-}
-
-
 @dataclass(frozen=True)
 class _State:
     datastore: UserDatastore[Any, Any]
     session_interface: ServerSessionInterface
+    auth_methods: tuple[AuthMethod, ...]
 
 
 class SessionStore:
@@ -100,7 +81,7 @@ class SessionStore:
         for name, value in CONFIG_DEFAULTS.items():
             app.config.setdefault(name, value)
         interface = _make_interface(app, store)
-        app.extensions["sessionstore"] = _State(store, interface)
+        app.extensions["sessionstore"] = _State(store, interface, build_methods(app.config))
         app.session_interface = interface
         init_login(app, login_manager or self.login_manager)
         store.init_app(app)
@@ -119,6 +100,7 @@ def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSes
         anonymous_absolute=_duration(config, "SESSIONSTORE_ANONYMOUS_ABSOLUTE_TIMEOUT"),
         permanent=_duration(config, "PERMANENT_SESSION_LIFETIME"),
         renewal_interval=_duration(config, "SESSIONSTORE_RENEWAL_INTERVAL"),
+        max_per_user=_cap(config["SESSIONSTORE_MAX_SESSIONS_PER_USER"]),
     )
     secure = config["SESSIONSTORE_COOKIE_SECURE"]
     if secure is None:
@@ -158,7 +140,19 @@ def _duration(config: Any, name: str) -> timedelta:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return timedelta(seconds=value)
-    raise RuntimeError(f"{name} must be a timedelta or a positive number of seconds, not {value!r}.")
+    raise RuntimeError(
+        f"{name} must be a timedelta or a positive number of seconds, not {value!r}."
+    )
+
+
+def _cap(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise RuntimeError(
+        f"SESSIONSTORE_MAX_SESSIONS_PER_USER must be None or a whole number >= 1, not {value!r}."
+    )
 
 
 def _current_datastore() -> UserDatastore[Any, Any]:

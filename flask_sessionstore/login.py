@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import flask_login
-from flask import Flask, current_app, session
+from flask import Flask, Request, current_app, session
 
+from .auth import record_method
 from .sessions import ServerSession
 
 __all__ = ["login_user", "logout_user"]
@@ -53,15 +54,30 @@ def _on_logged_out(app: Flask, **_: Any) -> None:
 def _load_user(user_id: str) -> Any:
     current = session._get_current_object()  # type: ignore[attr-defined]
     state = current_app.extensions["sessionstore"]
+    if not any(method.name == "session" for method in state.auth_methods):
+        return None
     if isinstance(current, ServerSession):
         # The user came with the session row, in the same query: no second lookup.
         current._load()
         user = current.user
-        if user is not None and str(user.get_id()) == user_id and user.is_active:
+        if user is None or str(user.get_id()) != user_id or not user.is_active:
+            return None
+    else:
+        user = state.datastore._user_for_login_id(user_id)
+        if user is None or not user.is_active:
+            return None
+    record_method("session")
+    return user
+
+
+def _load_user_from_request(request: Request) -> Any:
+    state = current_app.extensions["sessionstore"]
+    for method in state.auth_methods:
+        user = method.load_user(request, state)
+        if user is not None:
+            record_method(method.name)
             return user
-        return None
-    user = state.datastore._user_for_login_id(user_id)
-    return user if user is not None and user.is_active else None
+    return None
 
 
 def init_login(app: Flask, login_manager: flask_login.LoginManager | None) -> None:
@@ -73,5 +89,6 @@ def init_login(app: Flask, login_manager: flask_login.LoginManager | None) -> No
     # Flask-Login's remember cookie is never set: _on_logged_in turns "remember" into a
     # permanent server-side session, which can be revoked like any other.
     manager.user_loader(_load_user)
+    manager.request_loader(_load_user_from_request)
     flask_login.user_logged_in.connect(_on_logged_in, app, weak=False)
     flask_login.user_logged_out.connect(_on_logged_out, app, weak=False)

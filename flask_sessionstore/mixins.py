@@ -40,7 +40,7 @@ class RoleMixin:
         return str(self.name)
 
 
-class UserMixin(_LoginUserMixin):
+class UserMixin(_LoginUserMixin):  # type: ignore[misc]  # flask-login is untyped
     """Behaviour for a user model with ``active`` and ``roles`` attributes.
 
     :attr:`session_token_attribute` names an optional column holding a random per-user
@@ -52,7 +52,7 @@ class UserMixin(_LoginUserMixin):
     """
 
     #: The attribute holding the per-user session token, when the model has one.
-    session_token_attribute: str = "fs_uniquifier"
+    session_token_attribute: str = "fs_uniquifier"  # noqa: S105 (a column name)
 
     @property
     def is_active(self) -> bool:

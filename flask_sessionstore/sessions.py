@@ -22,18 +22,28 @@ from flask.sessions import SessionInterface, SessionMixin, session_json_serializ
 from itsdangerous import BadSignature, Signer
 
 from . import signals
+from .config import CONFIG_DEFAULTS, FLASK_PERMANENT_LIFETIME
 from .datastore import SessionRecord, session_key, utcnow
 from .exceptions import ConstraintError
 
 if TYPE_CHECKING:
     from .datastore import UserDatastore
 
-__all__ = ["ServerSession", "ServerSessionInterface", "SessionPolicy", "current_session_of"]
+__all__ = [
+    "ServerSession",
+    "ServerSessionInterface",
+    "SessionPolicy",
+    "current_session_key",
+    "current_session_of",
+    "parse_session_id",
+    "store_new_session",
+]
 
 log = logging.getLogger("flask_sessionstore")
 
 #: 32 random bytes in URL-safe base64 without padding: 43 characters.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+_ID_LENGTH = 43
 _ID_BYTES = 32
 _INSERT_ATTEMPTS = 3
 #: Flask-Login keys that steer its remember cookie. Remember-me is a long-lived
@@ -45,6 +55,83 @@ _UNSTORED_KEYS = frozenset({"_remember", "_remember_seconds"})
 def short_hash(key: str) -> str:
     """Return the first characters of a session key, for logs (never the raw id)."""
     return key[:12]
+
+
+def parse_session_id(value: str | None) -> str | None:
+    """Return ``value`` if it has the form of a session id, else None (no query made)."""
+    if value and len(value) == _ID_LENGTH and _ID_PATTERN.fullmatch(value):
+        return value
+    return None
+
+
+def store_new_session(
+    datastore: UserDatastore[Any, Any],
+    policy: SessionPolicy,
+    *,
+    user_pk: Any,
+    data: dict[str, Any],
+    permanent: bool,
+    user_agent: str | None = None,
+    ip_address: str | None = None,
+) -> tuple[str, SessionRecord]:
+    """Store a session under a new id; return the id and the stored record.
+
+    The one place sessions are born, for cookies and tokens alike. A colliding id is
+    drawn again, never overwritten (S03). When the policy caps sessions per user, the
+    user's oldest sessions beyond the cap are ended (S18).
+    """
+    now = utcnow()
+    for _ in range(_INSERT_ATTEMPTS):
+        session_id = secrets.token_urlsafe(_ID_BYTES)
+        record = SessionRecord(
+            key=session_key(session_id),
+            user_pk=user_pk,
+            data=session_json_serializer.dumps(data),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=policy.expires_at(
+                created_at=now, now=now, authenticated=user_pk is not None, permanent=permanent
+            ),
+            user_agent=_clip(user_agent, 512),
+            ip_address=_clip(ip_address, 45),
+        )
+        try:
+            datastore._session_insert(record)
+        except ConstraintError:
+            log.warning("session id collision; drawing again")
+            continue
+        signals.session_created.send(datastore, key=record.key, user_pk=user_pk)
+        if user_pk is not None and policy.max_per_user is not None:
+            _enforce_cap(datastore, user_pk, policy.max_per_user, now)
+        return session_id, record
+    raise ConstraintError("Could not draw an unused session id; the store is inconsistent.")
+
+
+def renew_if_due(datastore: UserDatastore[Any, Any], policy: SessionPolicy,
+                 record: SessionRecord, now: datetime) -> bool:
+    """Write ``record``'s new expiry if its renewal interval has passed (S13), for a
+    session used without a cookie (a bearer token); return whether it is still live."""
+    if now - record.last_seen_at < policy.renewal_interval:
+        return True
+    permanent = bool(session_json_serializer.loads(record.data).get("_permanent"))
+    expires_at = policy.expires_at(created_at=record.created_at, now=now,
+                                   authenticated=record.user_pk is not None, permanent=permanent)
+    if not datastore._session_update(record.key, now, data=None, expires_at=expires_at):
+        return False
+    record.expires_at, record.last_seen_at = expires_at, now
+    return True
+
+
+def _enforce_cap(datastore: UserDatastore[Any, Any], user_pk: Any, cap: int,
+                 now: datetime) -> None:
+    records = datastore._session_find(now, user_pk=user_pk)
+    if len(records) <= cap:
+        return
+    records.sort(key=lambda record: record.created_at)
+    for record in records[: len(records) - cap]:
+        if datastore._session_delete(record.key):
+            log.info("session %s ended: over the cap of %d per user", short_hash(record.key), cap)
+            signals.session_revoked.send(datastore, key=record.key, user_pk=user_pk)
 
 
 @dataclass(frozen=True)
@@ -63,6 +150,21 @@ class SessionPolicy:
     anonymous_absolute: timedelta
     permanent: timedelta
     renewal_interval: timedelta
+    max_per_user: int | None = None
+
+    @classmethod
+    def defaults(cls) -> SessionPolicy:
+        """The policy of an app that sets nothing (used outside an app context)."""
+        config = CONFIG_DEFAULTS
+        return cls(
+            idle=config["SESSIONSTORE_IDLE_TIMEOUT"],
+            absolute=config["SESSIONSTORE_ABSOLUTE_TIMEOUT"],
+            anonymous_idle=config["SESSIONSTORE_ANONYMOUS_IDLE_TIMEOUT"],
+            anonymous_absolute=config["SESSIONSTORE_ANONYMOUS_ABSOLUTE_TIMEOUT"],
+            permanent=FLASK_PERMANENT_LIFETIME,
+            renewal_interval=config["SESSIONSTORE_RENEWAL_INTERVAL"],
+            max_per_user=config["SESSIONSTORE_MAX_SESSIONS_PER_USER"],
+        )
 
     def expires_at(self, *, created_at: datetime, now: datetime, authenticated: bool,
                    permanent: bool) -> datetime:
@@ -100,7 +202,7 @@ class ServerSession(SessionMixin):
 
     # -- loading -------------------------------------------------------------------
 
-    @property  # type: ignore[override]
+    @property
     def accessed(self) -> bool:
         """True once the request read or wrote the data (it then varies on the cookie).
 
@@ -254,7 +356,7 @@ class ServerSessionInterface(SessionInterface):
                 value = self._signer.unsign(value.encode("ascii")).decode("ascii")
             except (BadSignature, UnicodeError):
                 return None
-        return value if _ID_PATTERN.fullmatch(value) else None
+        return parse_session_id(value)
 
     def _cookie_value(self, session_id: str) -> str:
         if self._signer is None:
@@ -285,11 +387,15 @@ class ServerSessionInterface(SessionInterface):
         keep = bool(data) or session.user_pk is not None
         record = session.record
 
+        rotated_from = None
         if record is not None and (session._rotate or session._ended or not keep):
             self.datastore._session_delete(record.key)
-            session.record = record = None
             if session._ended or not keep:
-                log.info("session ended")
+                log.info("session %s ended", short_hash(record.key))
+                signals.session_revoked.send(self, key=record.key, user_pk=record.user_pk)
+            else:
+                rotated_from = record.key
+            session.record = record = None
         if not keep:
             # An empty anonymous session is never stored and gets no cookie (S28).
             if session.had_cookie:
@@ -298,7 +404,11 @@ class ServerSessionInterface(SessionInterface):
 
         authenticated = session.user_pk is not None
         if record is None:
-            created = self._insert(session, data, now, request)
+            created = self._insert(session, data, request)
+            if rotated_from is not None and session.record is not None:
+                log.info("session %s rotated to %s", short_hash(rotated_from),
+                         short_hash(session.record.key))
+                signals.session_rotated.send(self, old_key=rotated_from, key=session.record.key)
             self._set_cookie(app, response, session, created)
             return
 
@@ -325,34 +435,19 @@ class ServerSessionInterface(SessionInterface):
 
     # -- helpers -------------------------------------------------------------------
 
-    def _insert(self, session: ServerSession, data: dict[str, Any], now: datetime,
-                request: Request) -> str:
-        authenticated = session.user_pk is not None
-        for _ in range(_INSERT_ATTEMPTS):
-            session_id = secrets.token_urlsafe(_ID_BYTES)
-            record = SessionRecord(
-                key=session_key(session_id),
-                user_pk=session.user_pk,
-                data=self.serializer.dumps(data),
-                created_at=now,
-                last_seen_at=now,
-                expires_at=self.policy.expires_at(
-                    created_at=now, now=now, authenticated=authenticated,
-                    permanent=session.permanent,
-                ),
-                user_agent=_clip(request.user_agent.string, 512)
-                if self.store_client_info else None,
-                ip_address=_clip(request.remote_addr, 45) if self.store_client_info else None,
-            )
-            try:
-                self.datastore._session_insert(record)
-            except ConstraintError:
-                continue  # An id collision: draw again, never overwrite (S03).
-            session.session_id, session.record = session_id, record
-            session._rotate = session._ended = False
-            signals.session_created.send(self, key=record.key, user_pk=record.user_pk)
-            return session_id
-        raise ConstraintError("Could not draw an unused session id; the store is inconsistent.")
+    def _insert(self, session: ServerSession, data: dict[str, Any], request: Request) -> str:
+        session_id, record = store_new_session(
+            self.datastore,
+            self.policy,
+            user_pk=session.user_pk,
+            data=data,
+            permanent=session.permanent,
+            user_agent=request.user_agent.string if self.store_client_info else None,
+            ip_address=request.remote_addr if self.store_client_info else None,
+        )
+        session.session_id, session.record = session_id, record
+        session._rotate = session._ended = False
+        return session_id
 
     def _set_cookie(self, app: Flask, response: Response, session: ServerSession,
                     session_id: str) -> None:
@@ -394,6 +489,16 @@ def current_session_of(datastore: UserDatastore[Any, Any], user: Any) -> ServerS
     if current.user_pk is None or current.user_pk != datastore.user_pk(user):
         return None
     return current
+
+
+def current_session_key(datastore: UserDatastore[Any, Any]) -> str | None:
+    """Return the stored key of this request's session, if it is one of ``datastore``'s."""
+    if not has_request_context():
+        return None
+    current = flask_session._get_current_object()  # type: ignore[attr-defined]
+    if isinstance(current, ServerSession) and current.interface.datastore is datastore:
+        return current.key
+    return None
 
 
 def _clip(value: str | None, size: int) -> str | None:

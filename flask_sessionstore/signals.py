@@ -23,7 +23,9 @@ _signals = Namespace()
 session_created = _signals.signal("session-created")
 #: A session got a new id (login, privilege change). Arguments: ``old_key``, ``key``.
 session_rotated = _signals.signal("session-rotated")
-#: A session was ended by logout or revocation. Arguments: ``key``.
+#: Sessions were ended by logout or revocation. Arguments: ``key`` and ``user_pk``
+#: (either may be None when unknown); when several of a user's sessions end at once,
+#: ``key`` is None and ``count`` says how many.
 session_revoked = _signals.signal("session-revoked")
 #: A cookie named no live session (unknown, expired, revoked or malformed).
 #: Arguments: ``key`` (None when the cookie was malformed).

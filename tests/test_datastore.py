@@ -76,8 +76,18 @@ def test_get_user_by_pk_email_and_garbage(ds: Any) -> None:
     assert ds.get_user("ann@example.com") == user
     assert ds.get_user("ANN@EXAMPLE.COM") == user
     # Values that are not a primary key never reach the database as one.
-    for garbage in ("nobody@example.com", "abc", "99999999999999999999999", "-1", "",
-                    None, "1; DROP TABLE user", "\x00", 3.5, True):
+    for garbage in (
+        "nobody@example.com",
+        "abc",
+        "99999999999999999999999",
+        "-1",
+        "",
+        None,
+        "1; DROP TABLE user",
+        "\x00",
+        3.5,
+        True,
+    ):
         assert ds.get_user(garbage) is None, garbage
 
 
@@ -100,7 +110,10 @@ def test_delete_user_removes_role_links_and_sessions(backend: Backend, app: Any,
     ds.create_role(name="admin")
     ds.create_user(email="ann@example.com", password="pw", roles=["admin"])
     client = app.test_client()
-    assert client.post("/login", data={"email": "ann@example.com", "password": "pw"}).status_code == 200
+    assert (
+        client.post("/login", data={"email": "ann@example.com", "password": "pw"}).status_code
+        == 200
+    )
     assert len(backend.session_rows()) == 1
     ds.delete_user(ds.find_user(email="ann@example.com"))
     assert ds.find_user(email="ann@example.com") is None
@@ -131,7 +144,10 @@ def test_deactivation_ends_sessions(backend: Backend, app: Any, ds: Any) -> None
     ds.deactivate_user(ds.find_user(email="ann@example.com"))
     assert backend.session_rows() == []
     assert client.get("/me").status_code == 401
-    assert client.post("/login", data={"email": "ann@example.com", "password": "pw"}).status_code == 401
+    assert (
+        client.post("/login", data={"email": "ann@example.com", "password": "pw"}).status_code
+        == 401
+    )
 
 
 # -- roles and permissions -----------------------------------------------------------

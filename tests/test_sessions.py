@@ -206,7 +206,9 @@ def test_login_rotates_the_id_and_the_old_one_dies(app: Flask, ds: Any, backend:
     assert replay.get("/me").status_code == 401
 
 
-def test_logout_deletes_the_row_and_clears_the_cookie(app: Flask, ds: Any, backend: Backend) -> None:
+def test_logout_deletes_the_row_and_clears_the_cookie(
+    app: Flask, ds: Any, backend: Backend
+) -> None:
     _seed(ds)
     client = app.test_client()
     _login(client)
@@ -219,7 +221,9 @@ def test_logout_deletes_the_row_and_clears_the_cookie(app: Flask, ds: Any, backe
     assert replay.get("/me").status_code == 401
 
 
-def test_remember_me_is_a_permanent_server_side_session(app: Flask, ds: Any, backend: Backend) -> None:
+def test_remember_me_is_a_permanent_server_side_session(
+    app: Flask, ds: Any, backend: Backend
+) -> None:
     _seed(ds)
     client = app.test_client()
     plain = _login(client)
@@ -281,7 +285,9 @@ def test_renewal_writes_at_most_once_per_interval(
     assert writes == 2
 
 
-def test_delete_expired_purges_only_dead_rows(app: Flask, ds: Any, backend: Backend, clock: Any) -> None:
+def test_delete_expired_purges_only_dead_rows(
+    app: Flask, ds: Any, backend: Backend, clock: Any
+) -> None:
     _seed(ds)
     old, fresh = app.test_client(), app.test_client()
     _login(old)
@@ -316,7 +322,10 @@ def test_list_and_revoke_sessions(app: Flask, ds: Any, backend: Backend) -> None
     ann = ds.find_user(email="ann@example.com")
     listed = ds.list_sessions(ann)
     assert len(listed) == 2
-    assert {record.key for record in listed} == {session_key(_cookie(first)), session_key(_cookie(second))}
+    assert {record.key for record in listed} == {
+        session_key(_cookie(first)),
+        session_key(_cookie(second)),
+    }
     assert all(record.user_agent is not None for record in listed)
     assert ds.revoke_session(session_key(_cookie(first))) is True
     assert ds.revoke_session(session_key(_cookie(first))) is False
@@ -328,7 +337,16 @@ def test_list_and_revoke_sessions(app: Flask, ds: Any, backend: Backend) -> None
 
 @pytest.mark.parametrize(
     "value",
-    ["", "x", "A" * 42, "A" * 44, "A" * 10_000, "é" * 43, "' OR 1=1 --" + "A" * 32, "A" * 42 + "\x00"],
+    [
+        "",
+        "x",
+        "A" * 42,
+        "A" * 44,
+        "A" * 10_000,
+        "é" * 43,
+        "' OR 1=1 --" + "A" * 32,
+        "A" * 42 + "\x00",
+    ],
 )
 def test_malformed_cookies_are_no_cookie(app: Flask, ds: Any, backend: Backend, value: str) -> None:
     client = app.test_client()

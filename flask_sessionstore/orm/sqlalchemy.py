@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import joinedload, relationship
 
-from ..datastore import SessionRecord, UserDatastore
+from ..datastore import ANY_USER, SessionRecord, UserDatastore
 from ..exceptions import ConstraintError, DatastoreUnavailableError, SessionStoreError
 
 __all__ = ["SQLAlchemyUserDatastore", "session_model_for"]
@@ -98,7 +98,7 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         # eagerly loaded (a dynamic or write-only one).
         load = joinedload(self.session_model.user)
         if roles is not None and roles.lazy not in ("dynamic", "write_only", "noload"):
-            load = load.joinedload(getattr(user_model, "roles"))
+            load = load.joinedload(user_model.roles)
         self._session_options = load
 
     # -- units of work -------------------------------------------------------------
@@ -242,15 +242,38 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         with self._write() as connection:
             return int(connection.execute(query).rowcount)
 
-    def _session_list_for_user(self, user_pk: Any, now: datetime) -> list[SessionRecord]:
+    def _user_filter(self, query: Any, user_pk: Any) -> Any:
+        column = self._table.c.user_id
+        if user_pk is ANY_USER:
+            return query
+        return query.where(column.is_(None) if user_pk is None else column == user_pk)
+
+    def _session_find(self, now: datetime, *, user_pk: Any = ANY_USER, offset: int = 0,
+                      limit: int | None = None) -> list[SessionRecord]:
         table = self._table
         query = (
             sa.select(table)
-            .where(table.c.user_id == user_pk, table.c.expires_at > now)
-            .order_by(table.c.last_seen_at.desc())
+            .where(table.c.expires_at > now)
+            .order_by(table.c.last_seen_at.desc(), table.c.key)
+            .offset(offset)
+            .limit(limit)
         )
+        query = self._user_filter(query, user_pk)
         with self._translated(), self.db.engine.connect() as connection:
             return [_record(row) for row in connection.execute(query)]
+
+    def _session_count(self, now: datetime, *, user_pk: Any = ANY_USER,
+                       expired: bool = False) -> int:
+        table = self._table
+        alive = table.c.expires_at <= now if expired else table.c.expires_at > now
+        query = self._user_filter(sa.select(sa.func.count()).select_from(table).where(alive),
+                                  user_pk)
+        with self._translated(), self.db.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def _session_delete_all(self) -> int:
+        with self._write() as connection:
+            return int(connection.execute(sa.delete(self._table)).rowcount)
 
     def _session_delete_expired(self, now: datetime, limit: int) -> int:
         table = self._table

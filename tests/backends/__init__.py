@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from flask import Flask
@@ -104,7 +104,7 @@ class Backend(abc.ABC):
     datastore: UserDatastore[Any, Any]
     #: What a request may cost on this backend, in statements (or round trips):
     #: ``role_check`` exactly, ``session_write`` at most.
-    budgets: dict[str, int] = {"role_check": 1, "session_write": 2}
+    budgets: ClassVar[dict[str, int]] = {"role_check": 1, "session_write": 2}
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -1,0 +1,147 @@
+"""How a request proves its user: an ordered chain of small methods.
+
+``SESSIONSTORE_AUTH_METHODS`` lists them by name (``"session"``, ``"token"``,
+``"header"``) or as :class:`AuthMethod` instances; the first that finds a user wins.
+The cookie session is always tried first when it is listed (Flask-Login's order); the
+others follow in the listed order. :func:`~flask_sessionstore.auth_required` names the
+methods a view accepts.
+"""
+
+from __future__ import annotations
+
+import abc
+import ipaddress
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flask import Request, g
+
+from .datastore import session_key, utcnow
+from .sessions import parse_session_id, renew_if_due
+
+if TYPE_CHECKING:
+    from .extension import _State
+
+__all__ = ["AuthMethod", "BearerToken", "SessionCookie", "TrustedHeader", "build_methods"]
+
+
+class AuthMethod(abc.ABC):
+    """One way a request can prove its user. Subclass it to add one."""
+
+    #: The name views use in :func:`~flask_sessionstore.auth_required`.
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def load_user(self, request: Request, state: _State) -> Any:
+        """Return the active user this request proves, or None."""
+
+
+class SessionCookie(AuthMethod):
+    """The session cookie; Flask-Login's user loader does the work."""
+
+    name = "session"
+
+    def load_user(self, request: Request, state: _State) -> Any:
+        return None  # Already tried by the user loader before the chain runs.
+
+
+class BearerToken(AuthMethod):
+    """``Authorization: Bearer <token>``, a token from
+    :meth:`~flask_sessionstore.UserDatastore.create_session`.
+
+    The token is a session id: it expires and renews like a session and is revoked the
+    same way. It never becomes the request's cookie session (S06).
+    """
+
+    name = "token"
+
+    def load_user(self, request: Request, state: _State) -> Any:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        session_id = parse_session_id(token.strip())
+        if session_id is None:
+            return None
+        now = utcnow()
+        found = state.datastore._session_load(session_key(session_id), now)
+        if found is None:
+            return None
+        record, user = found
+        if user is None or not user.is_active:
+            return None
+        renew_if_due(state.datastore, state.session_interface.policy, record, now)
+        return user
+
+
+class TrustedHeader(AuthMethod):
+    """A header naming the user (an email, a username or a primary key), set by a front
+    proxy that authenticated the user; accepted only from the listed proxy addresses.
+
+    :param header: the header, such as ``"X-Remote-User"``.
+    :param proxies: the proxies' addresses or networks (``"10.0.0.5"``, ``"10.0.0.0/24"``).
+    """
+
+    name = "header"
+
+    def __init__(self, header: str, proxies: Iterable[str]) -> None:
+        if not header:
+            raise RuntimeError("The 'header' method needs SESSIONSTORE_TRUSTED_HEADER.")
+        self.header = header
+        self.proxies = tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+        if not self.proxies:
+            raise RuntimeError(
+                "The 'header' method needs SESSIONSTORE_TRUSTED_PROXIES: the addresses of "
+                "the proxies allowed to set the header."
+            )
+
+    def _from_proxy(self, address: str | None) -> bool:
+        try:
+            client = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(client in network for network in self.proxies)
+
+    def load_user(self, request: Request, state: _State) -> Any:
+        value = request.headers.get(self.header)
+        if not value or not self._from_proxy(request.remote_addr):
+            return None
+        user = state.datastore.get_user(value)
+        return user if user is not None and user.is_active else None
+
+
+def build_methods(config: Any) -> tuple[AuthMethod, ...]:
+    """Make the chain ``SESSIONSTORE_AUTH_METHODS`` describes."""
+    methods: list[AuthMethod] = []
+    for item in config["SESSIONSTORE_AUTH_METHODS"]:
+        if isinstance(item, AuthMethod):
+            methods.append(item)
+        elif item == "session":
+            methods.append(SessionCookie())
+        elif item == "token":
+            methods.append(BearerToken())
+        elif item == "header":
+            methods.append(
+                TrustedHeader(
+                    config["SESSIONSTORE_TRUSTED_HEADER"], config["SESSIONSTORE_TRUSTED_PROXIES"]
+                )
+            )
+        else:
+            raise RuntimeError(
+                f"Unknown authentication method {item!r} in SESSIONSTORE_AUTH_METHODS: use "
+                "'session', 'token', 'header' or an AuthMethod instance."
+            )
+    names = [method.name for method in methods]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"SESSIONSTORE_AUTH_METHODS names a method twice: {names}.")
+    return tuple(methods)
+
+
+def record_method(name: str) -> None:
+    """Remember which method authenticated this request, for ``auth_required``."""
+    g._sessionstore_auth_method = name
+
+
+def current_method() -> str | None:
+    """The name of the method that authenticated this request, if any."""
+    name: str | None = g.get("_sessionstore_auth_method")
+    return name
