@@ -33,6 +33,7 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from flask_sessionstore import SessionStore
 
@@ -146,6 +147,7 @@ def _announce(email: str, password: str, *, generated: bool) -> None:
 
 
 @click.command("reset-admin-password")
+@with_appcontext
 @click.option("--email", default=None, help="The admin's email; EXAMPLE_ADMIN_EMAIL by default.")
 def reset_admin_password(email: str | None) -> None:
     """Give the admin a new random password, end their sessions, and print it."""

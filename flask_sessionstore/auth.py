@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Request, g
+from flask.sessions import session_json_serializer
 
-from .datastore import session_key, utcnow
+from .datastore import TOKEN_MARK, session_key, utcnow
 from .sessions import parse_session_id, renew_if_due
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class BearerToken(AuthMethod):
         record, user = found
         if user is None or not user.is_active:
             return None
+        if not session_json_serializer.loads(record.data).get(TOKEN_MARK):
+            return None  # A cookie session's id is not a bearer token (S06).
         renew_if_due(state.datastore, state.session_interface.policy, record, now)
         return user
 

@@ -35,6 +35,10 @@ U = TypeVar("U")
 R = TypeVar("R")
 
 
+#: The session-data key that marks a session made by ``create_session`` (a token).
+TOKEN_MARK = "_sessionstore_token"  # noqa: S105 (a key name, not a secret)
+
+
 class _AnyUser:
     def __repr__(self) -> str:
         return "ANY_USER"
@@ -449,6 +453,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             return False
         with self.transaction():
             self._add_role(user, found)
+            self._after_commit(lambda: self._rotate_current(user))
         return True
 
     def remove_role_from_user(self, user: U, role: R | str) -> bool:
@@ -461,6 +466,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             return False
         with self.transaction():
             self._remove_role(user, found)
+            self._after_commit(lambda: self._rotate_current(user))
         return True
 
     def add_permissions_to_role(self, role: R | str, permissions: Iterable[str] | str) -> bool:
@@ -641,7 +647,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
                 user = found if found is not None and getattr(found, "is_active", True) else None
             if user is None:
                 raise PasswordError("Unknown user, inactive user or wrong password.")
-        data: dict[str, Any] = {"_permanent": True} if permanent else {}
+        # Marked as a token: it authenticates as a bearer token only, never as a cookie.
+        data: dict[str, Any] = {TOKEN_MARK: True}
+        if permanent:
+            data["_permanent"] = True
         if user is not None:
             data.update(_user_id=str(user.get_id()), _fresh=True)  # type: ignore[attr-defined]
         token, _ = store_new_session(
@@ -699,6 +708,14 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             return self.find_user(False, **{token_attribute: login_id})
         pk = self._parse_pk(login_id)
         return self._get_user_by_pk(pk) if pk is not None else None
+
+    def _rotate_current(self, user: U) -> None:
+        # A privilege change gives the user's current session a new id (S08).
+        from .sessions import current_session_of
+
+        current = current_session_of(self, user)
+        if current is not None:
+            current.rotate()
 
     def _end_sessions_after_commit(self, user: U, *, keep_current: bool) -> None:
         self._after_commit(lambda: self.revoke_user_sessions(user, keep_current=keep_current))

@@ -23,7 +23,7 @@ from itsdangerous import BadSignature, Signer
 
 from . import signals
 from .config import CONFIG_DEFAULTS, FLASK_PERMANENT_LIFETIME
-from .datastore import SessionRecord, session_key, utcnow
+from .datastore import TOKEN_MARK, SessionRecord, session_key, utcnow
 from .exceptions import ConstraintError
 
 if TYPE_CHECKING:
@@ -229,9 +229,15 @@ class ServerSession(SessionMixin):
             signals.session_invalid.send(self.interface, key=key)
             self.session_id = None
             return
-        self.record, self.user = found
-        self.user_pk = self.record.user_pk
-        self._data = dict(self.interface.serializer.loads(self.record.data))
+        record, user = found
+        data = dict(self.interface.serializer.loads(record.data))
+        if data.get(TOKEN_MARK):
+            # A bearer token's session is never adopted through a cookie (S06).
+            log.info("session %s is a token, not a cookie session", short_hash(key))
+            signals.session_invalid.send(self.interface, key=key)
+            self.session_id = None
+            return
+        self.record, self.user, self.user_pk, self._data = record, user, record.user_pk, data
 
     @property
     def new(self) -> bool:  # type: ignore[override]

@@ -43,10 +43,10 @@ from mongoengine import (
 from mongoengine.base import BaseList
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.errors import NotUniqueError
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
-from ..datastore import SessionRecord, UserDatastore
+from ..datastore import ANY_USER, SessionRecord, UserDatastore
 from ..exceptions import ConstraintError, DatastoreUnavailableError, SessionStoreError
 
 __all__ = ["MongoEngineUserDatastore", "session_document_for"]
@@ -122,7 +122,9 @@ class _Pending:
     """Writes held back until the unit of work of ``owner`` ends or the next read."""
 
     owner: object
-    writes: list[tuple[object, Callable[[], object]]] = field(default_factory=list)
+    writes: list[tuple[tuple[Any, ...] | None, Callable[[], object]]] = field(
+        default_factory=list
+    )
 
 
 class MongoEngineUserDatastore(UserDatastore[Any, Any]):
@@ -162,7 +164,7 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         # The session's aggregate joins the user (and its roles) when they live in the
         # same database; otherwise the user is read separately.
         self._join_user = _alias(self.session_document) == _alias(user_model)
-        self._join_roles = (
+        self._join_roles = False and (
             self._join_user
             and self._roles_field is not None
             and not self._roles_field.field.dbref
@@ -180,9 +182,12 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         except ConnectionFailure as exc:
             raise DatastoreUnavailableError(str(exc)) from exc
 
-    def _write(self, identity: object, action: Callable[[], object]) -> None:
+    def _write(self, action: Callable[[], object],
+               identity: tuple[Any, ...] | None = None) -> None:
         """Run ``action`` now, or inside a unit of work, when it ends or before the
-        next read. ``identity`` names the write: the same write is held back once."""
+        next read. An ``identity`` names a write that may be asked for more than once
+        (saving a document, whose changes are collected when it runs): it is held back
+        once, where it was first asked for."""
         owner = self._transaction.get()
         if owner is None:
             with self._translated():
@@ -192,7 +197,7 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         if pending is None or pending.owner is not owner:
             pending = _Pending(owner)
             self._pending.set(pending)
-        if all(held is not identity for held, _ in pending.writes):
+        if identity is None or all(held != identity for held, _ in pending.writes):
             pending.writes.append((identity, action))
 
     def _flush(self) -> None:
@@ -208,7 +213,8 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
     def put(self, model: Any) -> Any:
         # A new document is inserted (never upserted over one with the same key), an
         # existing one updated with only its changed fields.
-        self._write(("put", model), lambda: model.save(force_insert=bool(model._created)))
+        self._write(lambda: model.save(force_insert=bool(model._created)),
+                    ("put", id(model)))
         return model
 
     def delete(self, model: Any) -> None:
@@ -224,9 +230,9 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
                                   {"$pull": {roles.db_field: reference}})
                 model.delete()
 
-            self._write(("delete", model), unlink_and_delete)
+            self._write(unlink_and_delete, ("delete", id(model)))
         else:
-            self._write(("delete", model), model.delete)
+            self._write(model.delete, ("delete", id(model)))
 
     def commit(self) -> None:
         self._flush()
@@ -337,8 +343,7 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         else:
             list.remove(held, role)
         self._write(
-            (operator, user, role),
-            lambda: users.update_one({"_id": pk}, {operator: {roles_field.db_field: reference}}),
+            lambda: users.update_one({"_id": pk}, {operator: {roles_field.db_field: reference}})
         )
 
     # -- session documents ---------------------------------------------------------
@@ -442,15 +447,35 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         with self._translated():
             return int(self._sessions().delete_many(query).deleted_count)
 
-    def _session_list_for_user(self, user_pk: Any, now: datetime) -> list[SessionRecord]:
-        if user_pk is None:
-            return []
+    def _selected(self, query: dict[str, Any], user_pk: Any) -> dict[str, Any]:
+        # None selects the anonymous sessions: in MongoDB it matches a null field.
+        if user_pk is not ANY_USER:
+            query[self._db["user"]] = user_pk
+        return query
+
+    def _session_find(self, now: datetime, *, user_pk: Any = ANY_USER, offset: int = 0,
+                      limit: int | None = None) -> list[SessionRecord]:
         db = self._db
+        query = self._selected({db["expires_at"]: {"$gt": now}}, user_pk)
         with self._translated():
-            found = self._sessions().find(
-                {db["user"]: user_pk, db["expires_at"]: {"$gt": now}}
-            ).sort(db["last_seen_at"], DESCENDING)
+            found = (
+                self._sessions().find(query)
+                .sort([(db["last_seen_at"], DESCENDING), (db["key"], ASCENDING)])
+                .skip(offset)
+                .limit(limit or 0)  # 0: no limit
+            )
             return [self._record(son) for son in found]
+
+    def _session_count(self, now: datetime, *, user_pk: Any = ANY_USER,
+                       expired: bool = False) -> int:
+        db = self._db
+        query = self._selected({db["expires_at"]: {"$lte" if expired else "$gt": now}}, user_pk)
+        with self._translated():
+            return int(self._sessions().count_documents(query))
+
+    def _session_delete_all(self) -> int:
+        with self._translated():
+            return int(self._sessions().delete_many({}).deleted_count)
 
     def _session_delete_expired(self, now: datetime, limit: int) -> int:
         db = self._db
@@ -483,7 +508,8 @@ def _reference_list(user_model: type[Any], role_model: type[Any]) -> Any:
     """Return the user model's ``roles`` field if it is a list of references to roles."""
     roles = user_model._fields.get("roles")
     if (isinstance(roles, ListField) and isinstance(roles.field, ReferenceField)
-            and issubclass(role_model, roles.field.document_type)):
+            and (issubclass(role_model, roles.field.document_type)
+                 or issubclass(roles.field.document_type, role_model))):
         return roles
     return None
 

@@ -65,7 +65,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_example(instance_path: Path, *, timeout: float = STARTUP_TIMEOUT) -> Iterator[ExampleServer]:
+def running_example(
+    instance_path: Path, *, timeout: float = STARTUP_TIMEOUT
+) -> Iterator[ExampleServer]:
     """Run the example app on SQLite in ``instance_path`` until the block ends.
 
     The server is a real ``flask --app example_app run`` process on 127.0.0.1 with a
