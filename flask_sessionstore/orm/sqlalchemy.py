@@ -277,16 +277,17 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
 
     def _session_delete_expired(self, now: datetime, limit: int) -> int:
         table = self._table
-        # Select the batch first, then delete it by key: portable (MariaDB allows no
-        # LIMIT in an IN subquery) and each batch locks only the rows it deletes.
+        dead = table.c.expires_at <= now
+        # One statement per batch, so each batch locks only the rows it deletes and
+        # commits at once. MariaDB takes a LIMIT on DELETE but no LIMIT inside an IN
+        # subquery; the others take the subquery.
+        if self.db.engine.dialect.name in ("mysql", "mariadb"):
+            query = sa.delete(table).where(dead).with_dialect_options(mysql_limit=limit)
+        else:
+            batch = sa.select(table.c.key).where(dead).limit(limit).scalar_subquery()
+            query = sa.delete(table).where(table.c.key.in_(batch))
         with self._write() as connection:
-            keys = connection.execute(
-                sa.select(table.c.key).where(table.c.expires_at <= now).limit(limit)
-            ).scalars().all()
-            if not keys:
-                return 0
-            connection.execute(sa.delete(table).where(table.c.key.in_(keys)))
-        return len(keys)
+            return int(connection.execute(query).rowcount)
 
 
 def _record(row: Any) -> SessionRecord:

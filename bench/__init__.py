@@ -1,0 +1,1 @@
+"""Benchmarks: run as modules, for example ``python -m bench.purge``."""
