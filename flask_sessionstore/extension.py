@@ -7,14 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 import flask_login
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from werkzeug.local import LocalProxy
 
 from .auth import AuthMethod, build_methods
 from .config import CONFIG_DEFAULTS
 from .datastore import UserDatastore
+from .exceptions import DatastoreUnavailableError
 from .login import init_login
-from .sessions import ServerSessionInterface, SessionPolicy
+from .sessions import ServerSessionInterface, SessionPolicy, unavailable_response
 
 __all__ = ["CONFIG_DEFAULTS", "SessionStore", "current_datastore"]
 
@@ -84,11 +85,17 @@ class SessionStore:
         app.extensions["sessionstore"] = _State(store, interface, build_methods(app.config))
         app.session_interface = interface
         init_login(app, login_manager or self.login_manager)
+        app.register_error_handler(DatastoreUnavailableError, _unavailable)
         store.init_app(app)
 
         from .cli import register_commands
 
         register_commands(app)
+
+
+def _unavailable(error: DatastoreUnavailableError) -> Response:
+    current_app.logger.warning("database unavailable: %s", error)
+    return unavailable_response()
 
 
 def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSessionInterface:

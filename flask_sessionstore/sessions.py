@@ -24,7 +24,7 @@ from itsdangerous import BadSignature, Signer
 from . import signals
 from .config import CONFIG_DEFAULTS, FLASK_PERMANENT_LIFETIME
 from .datastore import TOKEN_MARK, SessionRecord, session_key, utcnow
-from .exceptions import ConstraintError
+from .exceptions import ConstraintError, DatastoreUnavailableError
 
 if TYPE_CHECKING:
     from .datastore import UserDatastore
@@ -219,10 +219,13 @@ class ServerSession(SessionMixin):
         self._read = True
         if self.loaded:
             return
-        self.loaded = True
         assert self.session_id is not None
         key = session_key(self.session_id)
+        # Marked loaded only once the read succeeded: a request whose read failed (the
+        # database went away) must not save an empty session over the stored one, nor
+        # clear the cookie.
         found = self.interface.datastore._session_load(key, utcnow())
+        self.loaded = True
         if found is None:
             # Unknown, expired or revoked: never adopted (S05).
             log.info("session %s not found or expired; starting a new one", short_hash(key))
@@ -382,6 +385,18 @@ class ServerSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, ServerSession):
             return
+        try:
+            self._save(app, session, response)
+        except DatastoreUnavailableError as exc:
+            if session.modified or session._rotate or session._ended:
+                # The change could not be stored: say so instead of answering as if it
+                # had been (the client retries; nothing stored was overwritten).
+                log.warning("session not saved, the database is unavailable: %s", exc)
+                _make_unavailable(response)
+            else:
+                log.warning("session renewal skipped, the database is unavailable: %s", exc)
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         if session.accessed:
             response.vary.add("Cookie")
         if not session.loaded:
@@ -495,6 +510,34 @@ def current_session_of(datastore: UserDatastore[Any, Any], user: Any) -> ServerS
     if current.user_pk is None or current.user_pk != datastore.user_pk(user):
         return None
     return current
+
+
+_UNAVAILABLE = "The database is unavailable. Please try again in a few seconds."
+
+
+def unavailable_response() -> Response:
+    """The 503 answered while the database cannot be reached (JSON when asked)."""
+    from flask import request
+
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    if best == "application/json":
+        response = Response(
+            '{"error": "unavailable", "message": "%s"}' % _UNAVAILABLE,  # noqa: UP031
+            status=503, mimetype="application/json",
+        )
+    else:
+        response = Response(_UNAVAILABLE, status=503, mimetype="text/plain")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _make_unavailable(response: Response) -> None:
+    replacement = unavailable_response()
+    response.status_code = 503
+    response.set_data(replacement.get_data())
+    response.mimetype = replacement.mimetype
+    response.headers["Retry-After"] = "5"
+    response.headers.pop("Set-Cookie", None)
 
 
 def current_session_key(datastore: UserDatastore[Any, Any]) -> str | None:

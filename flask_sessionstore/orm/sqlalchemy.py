@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -110,11 +110,12 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         except sa_exc.IntegrityError as exc:
             self.db.session.rollback()
             raise ConstraintError(str(exc.orig)) from exc
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            if exc.connection_invalidated or _is_disconnect(exc):
-                self.db.session.rollback()
-                raise DatastoreUnavailableError(str(exc.orig)) from exc
-            raise
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError) as exc:
+            # A lost or refused connection, a lock timeout, a deadlock: the database
+            # cannot serve now. The pool drops a dead connection by itself, so the next
+            # request reconnects.
+            _safe_rollback(self.db.session)
+            raise DatastoreUnavailableError(str(getattr(exc, "orig", exc))) from exc
 
     def put(self, model: Any) -> Any:
         with self._translated():
@@ -305,7 +306,7 @@ def _python_type(column: sa.Column[Any]) -> type | None:
         return None
 
 
-def _is_disconnect(exc: sa_exc.DBAPIError) -> bool:
-    return bool(getattr(exc, "connection_invalidated", False)) or isinstance(
-        exc, sa_exc.InterfaceError
-    )
+def _safe_rollback(session: Any) -> None:
+    # When the connection is gone there is nothing left to undo.
+    with suppress(sa_exc.SQLAlchemyError):
+        session.rollback()
