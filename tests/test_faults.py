@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_sessionstore import DatastoreUnavailableError, SessionStore, SQLAlchemyUserDatastore
