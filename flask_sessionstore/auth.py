@@ -64,7 +64,7 @@ class BearerToken(AuthMethod):
         if session_id is None:
             return None
         now = utcnow()
-        found = state.datastore._session_load(session_key(session_id), now)
+        found = state.datastore._load_row(session_key(session_id), now)
         if found is None:
             return None
         record, user = found

@@ -26,6 +26,10 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     # Sign the id in the cookie with the app's secret key, so forged ids are refused
     # without a query.
     "SESSIONSTORE_SIGN_COOKIE": False,
+    # A Redis in front of the session rows ("redis://host:6379/0"); None: no cache.
+    "SESSIONSTORE_REDIS_URL": None,
+    # The longest a cache entry lives (it never outlives its session).
+    "SESSIONSTORE_CACHE_TTL": timedelta(hours=1),
     # Record user agent and IP address on each session, for "your devices" pages.
     "SESSIONSTORE_STORE_CLIENT_INFO": True,
     # How a request may authenticate, tried in this order: the session cookie, a bearer

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import signals
 from .exceptions import (
@@ -28,6 +28,9 @@ from .exceptions import (
 )
 from .mixins import parse_permissions
 from .passwords import PasswordHasher
+
+if TYPE_CHECKING:
+    from .cache import RedisSessionCache
 
 __all__ = ["ANY_USER", "SessionAdmin", "SessionRecord", "UserDatastore", "session_key", "utcnow"]
 
@@ -124,6 +127,8 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             name for name in identity_attributes if hasattr(user_model, name)
         )
         self.password_hasher = password_hasher or PasswordHasher()
+        #: The cache in front of the session rows, if any (set by ``SessionStore``).
+        self.cache: RedisSessionCache | None = None
         self._transaction: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
             f"sessionstore_transaction_{id(self)}", default=None
         )
@@ -267,6 +272,64 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         """Delete at most ``limit`` rows that expired before ``now``; return how many."""
 
     # ------------------------------------------------------------------------------
+    # Session rows through the cache. Everything in the library that reads or ends a
+    # session goes through these, so the cache can never miss an end (S19).
+    # ------------------------------------------------------------------------------
+
+    def _load_row(self, key: str, now: datetime) -> tuple[SessionRecord, U | None] | None:
+        cache = self.cache
+        if cache is not None:
+            cached = cache.get(key)
+            if cached is False:
+                return None
+            if isinstance(cached, SessionRecord) and cached.expires_at > now:
+                if cached.user_pk is None:
+                    return cached, None
+                cached.user_pk = self._parse_pk(cached.user_pk)
+                user = self._get_user_by_pk(cached.user_pk) if cached.user_pk is not None else None
+                if user is not None:
+                    return cached, user
+        found = self._session_load(key, now)
+        if found is not None and cache is not None:
+            cache.add(found[0], now)
+        return found
+
+    def _update_row(self, record: SessionRecord, now: datetime, *, data: str | None,
+                    expires_at: datetime) -> bool:
+        updated = self._session_update(record.key, now, data=data, expires_at=expires_at)
+        if updated:
+            record.expires_at, record.last_seen_at = expires_at, now
+            if data is not None:
+                record.data = data
+        if self.cache is not None:
+            if updated:
+                self.cache.replace(record, now)
+            else:
+                self.cache.end([record.key])
+        return updated
+
+    def _delete_row(self, key: str) -> bool:
+        deleted = self._session_delete(key)
+        if self.cache is not None:
+            self.cache.end([key])
+        return deleted
+
+    def _delete_user_rows(self, user_pk: Any, *, keep: str | None = None) -> int:
+        keys: list[str] = []
+        if self.cache is not None:
+            keys = [r.key for r in self._session_find(utcnow(), user_pk=user_pk) if r.key != keep]
+        count = self._session_delete_for_user(user_pk, keep=keep)
+        if self.cache is not None:
+            self.cache.end(keys)
+        return count
+
+    def _delete_all_rows(self) -> int:
+        count = self._session_delete_all()
+        if self.cache is not None:
+            self.cache.clear()
+        return count
+
+    # ------------------------------------------------------------------------------
     # Units of work
     # ------------------------------------------------------------------------------
 
@@ -386,7 +449,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         pk = self.user_pk(user)
         with self.transaction():
             self.delete(user)
-            self._after_commit(lambda: self._session_delete_for_user(pk))
+            self._after_commit(lambda: self._delete_user_rows(pk))
 
     def activate_user(self, user: U) -> bool:
         """Mark ``user`` active; return True if that changed anything."""
@@ -590,7 +653,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
 
     def revoke_session(self, key: str) -> bool:
         """End the session stored under ``key``; return whether it existed."""
-        ended = self._session_delete(key)
+        ended = self._delete_row(key)
         if ended:
             signals.session_revoked.send(self, key=key, user_pk=None)
         return ended
@@ -612,7 +675,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
                 current.rotate()
             else:
                 current.end()
-        count = self._session_delete_for_user(self.user_pk(user), keep=keep)
+        count = self._delete_user_rows(self.user_pk(user), keep=keep)
         if count:
             signals.session_revoked.send(self, key=None, user_pk=self.user_pk(user), count=count)
         token_attribute = self._token_attribute()
@@ -666,7 +729,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         session_id = parse_session_id(token)
         if session_id is None:
             return None
-        found = self._session_load(session_key(session_id), utcnow())
+        found = self._load_row(session_key(session_id), utcnow())
         if found is None:
             return None
         record, user = found
@@ -776,7 +839,7 @@ class SessionAdmin:
 
     def get(self, key: str) -> SessionRecord | None:
         """Return the live session stored under ``key``, with its ``user``, or None."""
-        found = self.datastore._session_load(key, utcnow())
+        found = self.datastore._load_row(key, utcnow())
         if found is None:
             return None
         record, user = found
@@ -793,7 +856,7 @@ class SessionAdmin:
 
     def delete_all(self) -> int:
         """End every session, of every user; return how many rows were deleted."""
-        count = self.datastore._session_delete_all()
+        count = self.datastore._delete_all_rows()
         signals.session_revoked.send(self.datastore, key=None, user_pk=ANY_USER, count=count)
         return count
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask_login
 from flask import Flask, Response, current_app
@@ -16,6 +16,9 @@ from .datastore import UserDatastore
 from .exceptions import DatastoreUnavailableError
 from .login import init_login
 from .sessions import ServerSessionInterface, SessionPolicy, unavailable_response
+
+if TYPE_CHECKING:
+    from .cache import RedisSessionCache
 
 __all__ = ["CONFIG_DEFAULTS", "SessionStore", "current_datastore"]
 
@@ -34,6 +37,8 @@ class SessionStore:
         every app this object is initialised on, unless :meth:`init_app` is given one.
     :param login_manager: the app's :class:`flask_login.LoginManager`, if it has one
         already; otherwise one is made.
+    :param cache: a :class:`~flask_sessionstore.cache.RedisSessionCache` in front of
+        the session rows; by default one is made when ``SESSIONSTORE_REDIS_URL`` is set.
 
     The extension keeps no reference to an app: its per-app state is in
     ``app.extensions["sessionstore"]``.
@@ -45,9 +50,11 @@ class SessionStore:
         *,
         datastore: UserDatastore[Any, Any] | None = None,
         login_manager: flask_login.LoginManager | None = None,
+        cache: RedisSessionCache | None = None,
     ) -> None:
         self.datastore = datastore
         self.login_manager = login_manager
+        self.cache = cache
         if app is not None:
             self.init_app(app)
 
@@ -57,6 +64,7 @@ class SessionStore:
         *,
         datastore: UserDatastore[Any, Any] | None = None,
         login_manager: flask_login.LoginManager | None = None,
+        cache: RedisSessionCache | None = None,
     ) -> None:
         """Install the session interface, the user loader and the CLI on ``app``.
 
@@ -81,6 +89,21 @@ class SessionStore:
 
         for name, value in CONFIG_DEFAULTS.items():
             app.config.setdefault(name, value)
+        cache = cache or self.cache
+        if cache is None and app.config["SESSIONSTORE_REDIS_URL"]:
+            from .cache import RedisSessionCache
+
+            cache = RedisSessionCache.from_url(
+                app.config["SESSIONSTORE_REDIS_URL"],
+                ttl=_duration(app.config, "SESSIONSTORE_CACHE_TTL"),
+            )
+        if cache is not None:
+            if store.cache is not None and store.cache is not cache:
+                raise RuntimeError(
+                    "This datastore already has another session cache: use one cache per "
+                    "datastore (share the cache object between apps)."
+                )
+            store.cache = cache
         interface = _make_interface(app, store)
         app.extensions["sessionstore"] = _State(store, interface, build_methods(app.config))
         app.session_interface = interface

@@ -116,10 +116,7 @@ def renew_if_due(datastore: UserDatastore[Any, Any], policy: SessionPolicy,
     permanent = bool(session_json_serializer.loads(record.data).get("_permanent"))
     expires_at = policy.expires_at(created_at=record.created_at, now=now,
                                    authenticated=record.user_pk is not None, permanent=permanent)
-    if not datastore._session_update(record.key, now, data=None, expires_at=expires_at):
-        return False
-    record.expires_at, record.last_seen_at = expires_at, now
-    return True
+    return datastore._update_row(record, now, data=None, expires_at=expires_at)
 
 
 def _enforce_cap(datastore: UserDatastore[Any, Any], user_pk: Any, cap: int,
@@ -129,7 +126,7 @@ def _enforce_cap(datastore: UserDatastore[Any, Any], user_pk: Any, cap: int,
         return
     records.sort(key=lambda record: record.created_at)
     for record in records[: len(records) - cap]:
-        if datastore._session_delete(record.key):
+        if datastore._delete_row(record.key):
             log.info("session %s ended: over the cap of %d per user", short_hash(record.key), cap)
             signals.session_revoked.send(datastore, key=record.key, user_pk=user_pk)
 
@@ -224,7 +221,7 @@ class ServerSession(SessionMixin):
         # Marked loaded only once the read succeeded: a request whose read failed (the
         # database went away) must not save an empty session over the stored one, nor
         # clear the cookie.
-        found = self.interface.datastore._session_load(key, utcnow())
+        found = self.interface.datastore._load_row(key, utcnow())
         self.loaded = True
         if found is None:
             # Unknown, expired or revoked: never adopted (S05).
@@ -410,7 +407,7 @@ class ServerSessionInterface(SessionInterface):
 
         rotated_from = None
         if record is not None and (session._rotate or session._ended or not keep):
-            self.datastore._session_delete(record.key)
+            self.datastore._delete_row(record.key)
             if session._ended or not keep:
                 log.info("session %s ended", short_hash(record.key))
                 signals.session_revoked.send(self, key=record.key, user_pk=record.user_pk)
@@ -440,15 +437,14 @@ class ServerSessionInterface(SessionInterface):
             created_at=record.created_at, now=now,
             authenticated=authenticated, permanent=session.permanent,
         )
-        if not self.datastore._session_update(
-            record.key, now,
+        if not self.datastore._update_row(
+            record, now,
             data=self.serializer.dumps(data) if session.modified else None,
             expires_at=expires_at,
         ):
             # Ended by a logout or revoke while this request ran: stays ended (S09).
             self._delete_cookie(app, response)
             return
-        record.expires_at, record.last_seen_at = expires_at, now
         if session.permanent:
             # A permanent cookie carries the expiry, so it changes with it (S22).
             assert session.session_id is not None
@@ -535,7 +531,7 @@ def _make_unavailable(response: Response) -> None:
     replacement = unavailable_response()
     response.status_code = 503
     response.set_data(replacement.get_data())
-    response.mimetype = replacement.mimetype
+    response.headers["Content-Type"] = replacement.headers["Content-Type"]
     response.headers["Retry-After"] = "5"
     response.headers.pop("Set-Cookie", None)
 

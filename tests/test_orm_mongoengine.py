@@ -16,8 +16,8 @@ from flask_sessionstore import SessionRecord, SessionStore, UserExistsError
 from flask_sessionstore.datastore import utcnow
 
 from .app import make_app
-from .backends import Backend, server_url
 from .backends import mongoengine as mongo_backend
+from .backends.mongoengine import MongoEngineBackend
 from .conftest import make_backend
 
 _DATABASES = [
@@ -27,9 +27,10 @@ _DATABASES = [
 
 
 @pytest.fixture(params=_DATABASES)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MongoEngineBackend]:
     """The MongoEngine backend only (overrides the suite's fixture in this module)."""
     found = make_backend("mongoengine", request.param, tmp_path)
+    assert isinstance(found, MongoEngineBackend)
     found.app = make_app()
     found.setup(found.app)
     try:
@@ -52,7 +53,7 @@ def _seed(ds: Any) -> None:
 
 
 @pytest.mark.parametrize("database", _DATABASES)
-def test_seed_example_runs_as_written(database: str) -> None:
+def test_seed_example_runs_as_written(database: str, tmp_path: Path) -> None:
     from mongoengine import (
         BooleanField,
         DateTimeField,
@@ -65,11 +66,8 @@ def test_seed_example_runs_as_written(database: str) -> None:
 
     from flask_sessionstore import MongoEngineUserDatastore, RoleMixin, UserMixin
 
-    url = "mongomock://localhost/sessionstore_seed" if database == "mongomock" else (
-        server_url("mongodb")
-    )
-    if url is None:
-        pytest.skip("mongodb not configured: set MONGODB_URI to run on it")
+    # The suite's URL for the database (skipped, or failed in CI, when not configured).
+    url = make_backend("mongoengine", database, tmp_path).url
     disconnect()
     # The seed says: db = connect("mydatabase", host="mongodb://localhost")
     db, name = mongo_backend.connect(url, database)
@@ -113,7 +111,7 @@ def test_seed_example_runs_as_written(database: str) -> None:
 # -- the session collection ----------------------------------------------------------
 
 
-def test_session_collection_has_its_indexes(backend: Backend) -> None:
+def test_session_collection_has_its_indexes(backend: MongoEngineBackend) -> None:
     indexes = {tuple(spec["key"]): spec for spec in backend.sessions().index_information().values()}
     assert (("_id", 1),) in indexes  # the hashed key
     assert (("user_id", 1),) in indexes
@@ -146,7 +144,7 @@ def _plan_stages(explained: Any) -> tuple[list[str], list[str]]:
 
 
 def test_session_queries_use_indexes_not_collection_scans(
-    backend: Backend, app: Any, ds: Any
+    backend: MongoEngineBackend, app: Any, ds: Any
 ) -> None:
     if backend.database == "mongomock":
         pytest.skip("mongomock has no query planner (no explain); the index definitions "
@@ -180,7 +178,7 @@ def test_session_queries_use_indexes_not_collection_scans(
 
 
 def test_role_check_is_one_aggregate_and_writes_nothing(
-    backend: Backend, app: Any, ds: Any
+    backend: MongoEngineBackend, app: Any, ds: Any
 ) -> None:
     _seed(ds)
     client = app.test_client()
@@ -193,7 +191,7 @@ def test_role_check_is_one_aggregate_and_writes_nothing(
 
 
 def test_counter_sees_every_round_trip_including_lazy_references(
-    backend: Backend, ds: Any
+    backend: MongoEngineBackend, ds: Any
 ) -> None:
     # What makes the count above meaningful: a role read the usual MongoEngine way
     # (a user, then its references dereferenced on access) costs a second round trip.
@@ -204,7 +202,7 @@ def test_counter_sees_every_round_trip_including_lazy_references(
     assert counter.statements == ["FIND user", "FIND role"]
 
 
-def test_create_user_with_roles_is_one_insert(backend: Backend, ds: Any) -> None:
+def test_create_user_with_roles_is_one_insert(backend: MongoEngineBackend, ds: Any) -> None:
     ds.create_role(name="admin")
     ds.create_role(name="editor")
     with backend.count() as counter:
@@ -214,7 +212,9 @@ def test_create_user_with_roles_is_one_insert(backend: Backend, ds: Any) -> None
     assert stored["roles"] == [ds.find_role("admin").pk, ds.find_role("editor").pk]
 
 
-def test_role_grants_are_atomic_updates_of_one_document(backend: Backend, ds: Any) -> None:
+def test_role_grants_are_atomic_updates_of_one_document(
+    backend: MongoEngineBackend, ds: Any
+) -> None:
     ds.create_role(name="admin")
     ds.create_role(name="editor")
     user = ds.create_user(email="ann@example.com", password="pw")
@@ -236,7 +236,7 @@ def test_role_grants_are_atomic_updates_of_one_document(backend: Backend, ds: An
 
 
 def test_session_update_never_brings_back_a_deleted_or_dead_session(
-    backend: Backend, ds: Any
+    backend: MongoEngineBackend, ds: Any
 ) -> None:
     now = utcnow()
     record = SessionRecord(key="k" * 64, user_pk=None, data="{}", created_at=now,
@@ -256,7 +256,7 @@ def test_session_update_never_brings_back_a_deleted_or_dead_session(
 
 
 def test_user_deleted_by_mongoengine_leaves_no_sessions(
-    backend: Backend, app: Any, ds: Any
+    backend: MongoEngineBackend, app: Any, ds: Any
 ) -> None:
     _seed(ds)
     ds.create_user(email="bob@example.com", password="pw")
@@ -267,14 +267,16 @@ def test_user_deleted_by_mongoengine_leaves_no_sessions(
     assert len(backend.session_rows()) == 3
     # Past the datastore, as an application might: the reference's CASCADE rule acts.
     backend.User.objects(email="ann@example.com").first().delete()
-    rows = backend.session_rows()
-    assert len(rows) == 1 and rows[0]["user_id"] == ds.user_pk(ds.find_user(email="bob@example.com"))
+    bob_pk = ds.user_pk(ds.find_user(email="bob@example.com"))
+    assert [row["user_id"] for row in backend.session_rows()] == [bob_pk]
     assert ann.get("/me").status_code == 401
     assert ann_elsewhere.get("/me").status_code == 401
     assert bob.get("/me").status_code == 200
 
 
-def test_deleted_role_is_unlinked_from_its_users(backend: Backend, app: Any, ds: Any) -> None:
+def test_deleted_role_is_unlinked_from_its_users(
+    backend: MongoEngineBackend, app: Any, ds: Any
+) -> None:
     _seed(ds)
     client = app.test_client()
     _login(client)
@@ -314,11 +316,11 @@ def test_operator_documents_and_non_keys_never_reach_a_query(ds: Any) -> None:
 # -- units of work -------------------------------------------------------------------
 
 
-def _emails(backend: Backend) -> list[str]:
+def _emails(backend: MongoEngineBackend) -> list[str]:
     return sorted(user.email for user in backend.User.objects)
 
 
-def test_unit_of_work_discards_what_was_not_yet_sent(backend: Backend, ds: Any) -> None:
+def test_unit_of_work_discards_what_was_not_yet_sent(backend: MongoEngineBackend, ds: Any) -> None:
     """What MongoDB without multi-document transactions can promise (pinned here):
     writes are held until the block ends or the datastore next reads; an error discards
     the writes not yet sent, and keeps those a read has sent."""
@@ -338,7 +340,7 @@ def test_unit_of_work_discards_what_was_not_yet_sent(backend: Backend, ds: Any) 
     assert _emails(backend) == ["ann@example.com", "cat@example.com"]
 
 
-def test_unit_of_work_reads_its_own_writes(backend: Backend, ds: Any) -> None:
+def test_unit_of_work_reads_its_own_writes(backend: MongoEngineBackend, ds: Any) -> None:
     with ds.transaction():
         admin = ds.create_role(name="admin")
         user = ds.create_user(email="ann@example.com", password="pw", roles=[admin])
@@ -347,7 +349,7 @@ def test_unit_of_work_reads_its_own_writes(backend: Backend, ds: Any) -> None:
     assert ds.find_user(email="ann@example.com").has_role("admin")
 
 
-def test_own_session_document(backend: Backend, ds: Any) -> None:
+def test_own_session_document(backend: MongoEngineBackend, ds: Any) -> None:
     from flask_sessionstore import MongoEngineUserDatastore
     from flask_sessionstore.orm.mongoengine import session_document_for
 
@@ -364,3 +366,37 @@ def test_own_session_document(backend: Backend, ds: Any) -> None:
     assert document.objects.count() == 1
     assert backend.session_rows() == []
     document.drop_collection()
+
+
+@pytest.mark.parametrize("where", ["mongoengine-unreachable"])
+def test_unreachable_server_is_reported_as_unavailable(where: str) -> None:
+    from mongoengine import Document, ListField, ReferenceField, StringField, connect, disconnect
+
+    from flask_sessionstore import DatastoreUnavailableError, MongoEngineUserDatastore
+
+    alias = "sessionstore_unreachable"
+    # Nothing listens on port 1 of the loopback: the driver gives up after 200 ms.
+    connect("sessionstore_unreachable", alias=alias, connect=False,
+            uuidRepresentation="standard",
+            host="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200")
+    try:
+
+        # MongoEngine reads ``meta`` as a plain class attribute.
+        class DownRole(Document):
+            name = StringField(unique=True)
+            meta = {"db_alias": alias}  # noqa: RUF012
+
+        class DownUser(Document):
+            email = StringField()
+            roles = ListField(ReferenceField(DownRole))
+            meta = {"db_alias": alias}  # noqa: RUF012
+
+        ds = MongoEngineUserDatastore(None, DownUser, DownRole)
+        with pytest.raises(DatastoreUnavailableError):
+            ds.find_user(email="ann@example.com")
+        with pytest.raises(DatastoreUnavailableError):
+            ds._session_load("k" * 64, utcnow())
+        with pytest.raises(DatastoreUnavailableError):
+            ds.put(DownUser(email="ann@example.com"))
+    finally:
+        disconnect(alias)

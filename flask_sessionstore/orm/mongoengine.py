@@ -164,7 +164,7 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         # The session's aggregate joins the user (and its roles) when they live in the
         # same database; otherwise the user is read separately.
         self._join_user = _alias(self.session_document) == _alias(user_model)
-        self._join_roles = False and (
+        self._join_roles = (
             self._join_user
             and self._roles_field is not None
             and not self._roles_field.field.dbref
@@ -223,11 +223,11 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
             # A role's links live in the users' documents: unlink it everywhere first,
             # so that no user is ever left holding a role that is gone.
             reference = roles.field.to_mongo(model)
-            users = self.user_model._get_collection()
 
             def unlink_and_delete() -> None:
-                users.update_many({roles.db_field: reference},
-                                  {"$pull": {roles.db_field: reference}})
+                self.user_model._get_collection().update_many(
+                    {roles.db_field: reference}, {"$pull": {roles.db_field: reference}}
+                )
                 model.delete()
 
             self._write(unlink_and_delete, ("delete", id(model)))
@@ -247,6 +247,8 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         exact: dict[str, Any] = {}
         raw: dict[str, Any] = {}
         for name, value in criteria.items():
+            if name == "pk":
+                name = self.user_model._meta["id_field"]
             model_field = self.user_model._fields.get(name)
             if model_field is None:
                 raise SessionStoreError(f"{self.user_model.__name__} has no attribute {name!r}.")
@@ -260,10 +262,10 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
                 raw[model_field.db_field] = {"$regex": _whole_value(value), "$options": "i"}
             else:
                 exact[name] = value
-        query = self.user_model.objects(**exact)
-        if raw:
-            query = query.filter(__raw__=raw)
         with self._translated():
+            query = self.user_model.objects(**exact)
+            if raw:
+                query = query.filter(__raw__=raw)
             return query.first()
 
     def _find_role(self, name: str) -> Any:
@@ -273,8 +275,17 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
 
     def _get_user_by_pk(self, pk: Any) -> Any:
         self._flush()
+        if not self._join_roles:
+            with self._translated():
+                return self.user_model.objects(pk=pk).first()
+        # The user with its roles in one round trip, as with a session (a cache hit
+        # loads the user this way).
+        pipeline = [{"$match": {"_id": pk}}, self._roles_lookup("")]
         with self._translated():
-            return self.user_model.objects(pk=pk).first()
+            found = next(iter(self.user_model._get_collection().aggregate(pipeline)), None)
+        if found is None:
+            return None
+        return self._user_with_roles(found, found.pop("_sessionstore_roles", ()))
 
     def _parse_pk(self, value: Any) -> Any:
         if isinstance(value, bool):
@@ -307,7 +318,8 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         return user.pk
 
     def _roles_of(self, user: Any) -> Iterable[Any]:
-        return getattr(user, "roles", None) or ()
+        with self._translated():  # Reading references may query the roles.
+            return list(getattr(user, "roles", None) or ())
 
     def _add_role(self, user: Any, role: Any) -> None:
         self._change_roles(user, role, add=True)
@@ -317,7 +329,8 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
 
     def _change_roles(self, user: Any, role: Any, *, add: bool) -> None:
         roles_field = self._roles_field
-        held = user.roles
+        with self._translated():
+            held = user.roles
         if roles_field is None or user._created:
             # A user not stored yet gets its roles in its own insert (one atomic
             # write); a roles attribute that is not a list of references is saved
@@ -332,7 +345,6 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
             self._flush()  # A role held back in this unit of work gets its key now.
         reference = roles_field.field.to_mongo(role)
         operator = "$addToSet" if add else "$pull"
-        users = self.user_model._get_collection()
         pk = user.pk
         # One atomic update of the user's document: a concurrent grant of another role
         # is never lost, as it could be if the whole list were written back. The copy in
@@ -343,12 +355,15 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         else:
             list.remove(held, role)
         self._write(
-            lambda: users.update_one({"_id": pk}, {operator: {roles_field.db_field: reference}})
+            lambda: self.user_model._get_collection().update_one(
+                {"_id": pk}, {operator: {roles_field.db_field: reference}}
+            )
         )
 
     # -- session documents ---------------------------------------------------------
 
     def _sessions(self) -> Any:
+        # Call inside _translated(): the first call creates the indexes, on the server.
         return self.session_document._get_collection()
 
     def _session_insert(self, record: SessionRecord) -> None:
@@ -376,13 +391,15 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
                              "preserveNullAndEmptyArrays": True}},
             ]
         if self._join_roles:
-            assert self._roles_field is not None
-            pipeline.append(
-                {"$lookup": {"from": self.role_model._get_collection_name(),
-                             "localField": f"_sessionstore_user.{self._roles_field.db_field}",
-                             "foreignField": "_id", "as": "_sessionstore_roles"}}
-            )
+            pipeline.append(self._roles_lookup("_sessionstore_user."))
         return pipeline
+
+    def _roles_lookup(self, path: str) -> dict[str, Any]:
+        """The ``$lookup`` stage that joins the roles of the user found at ``path``."""
+        assert self._roles_field is not None
+        return {"$lookup": {"from": self.role_model._get_collection_name(),
+                            "localField": f"{path}{self._roles_field.db_field}",
+                            "foreignField": "_id", "as": "_sessionstore_roles"}}
 
     def _session_load(self, key: str, now: datetime) -> tuple[SessionRecord, Any] | None:
         with self._translated():
@@ -392,22 +409,24 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
             return None
         record = self._record(found)
         if not self._join_user:
-            user = (self.user_model.objects(pk=record.user_pk).first()
-                    if record.user_pk is not None else None)
-            return record, user
+            return record, (self._get_user_by_pk(record.user_pk)
+                            if record.user_pk is not None else None)
         return record, self._user_from(found)
 
     def _user_from(self, found: dict[str, Any]) -> Any:
         son = found.get("_sessionstore_user")
         if son is None:
             return None
+        return self._user_with_roles(son, found.get("_sessionstore_roles", ()))
+
+    def _user_with_roles(self, son: dict[str, Any], role_sons: Iterable[dict[str, Any]]) -> Any:
         user = self.user_model._from_son(son)
         if self._join_roles:
             assert self._roles_field is not None
             # The roles came with the aggregate, in any order: put them in the user's
             # order and hand them to MongoEngine as already loaded, so reading
             # ``user.roles`` sends no query. A reference to a deleted role is dropped.
-            by_id = {role["_id"]: role for role in found.get("_sessionstore_roles", ())}
+            by_id = {role["_id"]: role for role in role_sons}
             name = self._roles_field.name
             roles, seen = [], set()
             for reference in son.get(self._roles_field.db_field) or ():

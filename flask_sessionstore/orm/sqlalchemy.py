@@ -97,8 +97,11 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         # The roles come in the session's SELECT, unless the relationship cannot be
         # eagerly loaded (a dynamic or write-only one).
         load = joinedload(self.session_model.user)
+        # The user's roles are loaded with the user wherever the user is loaded by key.
+        self._user_options: list[Any] = []
         if roles is not None and roles.lazy not in ("dynamic", "write_only", "noload"):
             load = load.joinedload(user_model.roles)
+            self._user_options = [joinedload(user_model.roles)]
         self._session_options = load
 
     # -- units of work -------------------------------------------------------------
@@ -157,7 +160,7 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
 
     def _get_user_by_pk(self, pk: Any) -> Any:
         with self._translated():
-            return self.db.session.get(self.user_model, pk)
+            return self.db.session.get(self.user_model, pk, options=self._user_options)
 
     def _parse_pk(self, value: Any) -> Any:
         if isinstance(value, bool):

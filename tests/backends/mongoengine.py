@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import mongoengine
 from flask import Flask
@@ -76,8 +76,14 @@ def connect(url: str, database: str, **client_options: Any) -> tuple[Any, str]:
         )
         return client, name
     # The suite's own database on the server, as own_database() gives SQL servers one.
+    # A URI's database wins over MongoEngine's ``db`` argument, so the path is replaced;
+    # it is also where credentials are checked unless authSource says otherwise, so
+    # that is kept.
     name = SERVER_DATABASE
-    host = urlunsplit(parts._replace(path=f"/{name}"))
+    query = parse_qs(parts.query)
+    if parts.username and "authSource" not in query:
+        query["authSource"] = [parts.path.strip("/") or "admin"]
+    host = urlunsplit(parts._replace(path=f"/{name}", query=urlencode(query, doseq=True)))
     client = mongoengine.connect(name, host=host, serverSelectionTimeoutMS=5000,
                                  uuidRepresentation="standard", **client_options)
     return client, name
@@ -182,9 +188,14 @@ def _mongomock_calls(sink: Callable[[str], None]) -> Iterator[None]:
 
 class MongoEngineBackend(Backend):
     orm = "mongoengine"
+    datastore: MongoEngineUserDatastore
     # One aggregate reads the session, its user and the user's roles; a session write
     # adds one update. No commit exists.
-    budgets = {"role_check": 1, "session_write": 2}
+    budgets: ClassVar[dict[str, int]] = {"role_check": 1, "session_write": 2}
+    # No multi-document transactions without a replica set (and MongoEngine 0.29 cannot
+    # run its operations in a pymongo transaction): see test_unit_of_work_* in
+    # tests/test_orm_mongoengine.py for what transaction() guarantees here.
+    transactional: ClassVar[bool] = False
 
     def __init__(self, url: str, database: str) -> None:
         super().__init__(url)
