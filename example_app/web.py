@@ -53,6 +53,20 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     return "just now"
 
 
+def until(moment: datetime | None, now: datetime | None = None) -> str:
+    """Return a future ``moment`` (naive UTC) as "in 59 minutes", "in 30 days"."""
+    if moment is None:
+        return "never"
+    seconds = int((moment - (now or utcnow())).total_seconds())
+    if seconds <= 0:
+        return "now"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = seconds // size
+            return f"in {count} {unit}{'s' if count != 1 else ''}"
+    return "in under a minute"
+
+
 def utc(moment: datetime | None) -> str:
     """Return ``moment`` (naive UTC) as ``2030-01-01 12:00 UTC``."""
     return "" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
@@ -103,7 +117,7 @@ def init_web(app: Flask) -> None:
     """Register the error pages and the template filters on ``app``."""
     for code in (400, 401, 403, 404, 405):
         app.register_error_handler(code, _error_page)
-    app.jinja_env.filters.update(ago=ago, utc=utc, device=describe_device)
+    app.jinja_env.filters.update(ago=ago, until=until, utc=utc, device=describe_device)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import partial
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .datastore import SessionRecord

@@ -17,7 +17,7 @@ from flask import Flask
 
 from flask_sessionstore import UserDatastore
 
-__all__ = ["DEFAULT_URLS", "ORMS", "ExampleBackend", "load_backend"]
+__all__ = ["DEFAULT_URLS", "ORMS", "ExampleBackend", "datastore_options", "load_backend"]
 
 #: The ORMs the example knows, each with its default database (``{instance}`` is the
 #: app's instance folder).
@@ -58,6 +58,16 @@ class ExampleBackend(abc.ABC):
         # An entry may be a link row carrying the role (a through model), as the
         # library's UserMixin also allows.
         return sorted(str(getattr(entry, "role", entry).name) for entry in user.roles or ())
+
+
+def datastore_options(app: Flask) -> dict[str, Any]:
+    """Return the keyword arguments every backend passes to its datastore.
+
+    ``EXAMPLE_PASSWORD_HASHER`` (a :class:`~flask_sessionstore.PasswordHasher`) replaces
+    the default argon2 settings; the tests use a cheap one.
+    """
+    hasher = app.config.get("EXAMPLE_PASSWORD_HASHER")
+    return {"password_hasher": hasher} if hasher is not None else {}
 
 
 def load_backend(name: str, app: Flask, url: str) -> ExampleBackend:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from flask_sessionstore import RoleMixin, SQLAlchemyUserDatastore, UserMixin
 from flask_sessionstore.datastore import utcnow
 
-from . import ExampleBackend
+from . import ExampleBackend, datastore_options
 
 
 def _driver_url(url: str) -> str:
@@ -60,7 +60,7 @@ class SQLAlchemyBackend(ExampleBackend):
             roles: Mapped[list[Role]] = relationship(secondary=roles_users, lazy="selectin")
 
         self.User, self.Role = User, Role
-        super().__init__(SQLAlchemyUserDatastore(db, User, Role))
+        super().__init__(SQLAlchemyUserDatastore(db, User, Role, **datastore_options(app)))
 
     def create_tables(self) -> None:
         self.db.create_all()
