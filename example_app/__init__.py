@@ -9,7 +9,8 @@ replaced with ``flask --app example_app reset-admin-password``.
 Settings, from the environment:
 
 ``EXAMPLE_ORM``
-    ``sqlalchemy`` (the default), or another ORM whose module is in ``orms/``.
+    ``sqlalchemy`` (the default), ``peewee``, ``pony`` or ``mongoengine``: one module
+    each in ``orms/``.
 ``DATABASE_URL``
     The database; by default an SQLite file in the instance folder.
 ``EXAMPLE_INSTANCE_PATH``
@@ -121,14 +122,17 @@ def _bootstrap(app: Flask, backend: ExampleBackend) -> None:
     """Create the tables, the starting roles and the first admin, where missing."""
     datastore = backend.datastore
     backend.create_tables()
-    for name, description, permissions in STARTING_ROLES:
-        datastore.find_or_create_role(name, description=description, permissions=permissions)
-    email = str(app.config["EXAMPLE_ADMIN_EMAIL"]).lower()
-    if datastore.find_user(case_insensitive=True, email=email) is not None:
-        return
-    given = app.config["EXAMPLE_ADMIN_PASSWORD"]
-    password = given or secrets.token_urlsafe(12)
-    datastore.create_user(email=email, password=password, roles=["admin"])
+    with backend.unit():
+        for name, description, permissions in STARTING_ROLES:
+            datastore.find_or_create_role(
+                name, description=description, permissions=permissions
+            )
+        email = str(app.config["EXAMPLE_ADMIN_EMAIL"]).lower()
+        if datastore.find_user(case_insensitive=True, email=email) is not None:
+            return
+        given = app.config["EXAMPLE_ADMIN_PASSWORD"]
+        password = given or secrets.token_urlsafe(12)
+        datastore.create_user(email=email, password=password, roles=["admin"])
     _announce(email, password, generated=not given)
 
 
@@ -151,10 +155,12 @@ def _announce(email: str, password: str, *, generated: bool) -> None:
 @click.option("--email", default=None, help="The admin's email; EXAMPLE_ADMIN_EMAIL by default.")
 def reset_admin_password(email: str | None) -> None:
     """Give the admin a new random password, end their sessions, and print it."""
-    datastore = get_backend().datastore
+    backend = get_backend()
+    datastore = backend.datastore
     address = email or str(current_app.config["EXAMPLE_ADMIN_EMAIL"])
-    user = datastore.find_user(case_insensitive=True, email=address)
-    if user is None:
-        raise click.ClickException(f"There is no user {address!r}.")
-    password = datastore.generate_password(user)
-    click.echo(f"New password for {user.email}: {password}")
+    with backend.unit():
+        user = datastore.find_user(case_insensitive=True, email=address)
+        if user is None:
+            raise click.ClickException(f"There is no user {address!r}.")
+        password = datastore.generate_password(user)
+        click.echo(f"New password for {user.email}: {password}")

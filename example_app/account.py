@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from flask_sessionstore import PasswordError, logout_user
 
 from .auth import check_new_password
-from .web import get_backend
+from .web import get_backend, login_required
 
 __all__ = ["bp", "current_session_key"]
 

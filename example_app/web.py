@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+import flask_login
 from flask import Flask, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -15,7 +17,9 @@ from flask_sessionstore.datastore import utcnow
 
 from .orms import ExampleBackend
 
-__all__ = ["describe_device", "get_backend", "init_web", "safe_next"]
+__all__ = ["describe_device", "get_backend", "init_web", "login_required", "safe_next"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _TITLES = {
     400: "Bad request",
@@ -29,6 +33,11 @@ def get_backend() -> ExampleBackend:
     """Return the current app's backend (its datastore is ``.datastore``)."""
     backend: ExampleBackend = current_app.extensions["example_backend"]
     return backend
+
+
+def login_required(view: F) -> F:
+    """:func:`flask_login.login_required`, with its type kept (Flask-Login is untyped)."""
+    return cast(F, flask_login.login_required(view))
 
 
 def safe_next(target: str | None) -> str | None:

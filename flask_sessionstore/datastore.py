@@ -683,6 +683,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             setattr(user, token_attribute, secrets.token_urlsafe(32))
             with self.transaction():
                 self.put(user)
+            if keep_current and current is not None:
+                # The kept session must name the user by the new token, or it would
+                # no longer load its own user.
+                current.relogin(user)
         return count
 
     # The session API for clients without cookies (mobile apps, API scripts): a token

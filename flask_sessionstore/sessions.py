@@ -294,6 +294,14 @@ class ServerSession(SessionMixin):
         self._ended = False
         self.rotate()
 
+    def relogin(self, user: Any) -> None:
+        """Record ``user``'s current login id (Flask-Login's ``_user_id``) after it
+        changed, keeping the session attached to the same user."""
+        self._load()
+        self._data["_user_id"] = str(user.get_id())
+        self.user = user
+        self.modified = True
+
     def rotate(self) -> None:
         """Give this session a new id when the response is saved; the old id dies."""
         self._load()

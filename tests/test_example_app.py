@@ -11,6 +11,7 @@ import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,16 @@ def logged_in(client: FlaskClient) -> bool:
     return True
 
 
+@contextmanager
+def using_datastore(app: Flask) -> Iterator[Any]:
+    """The example's datastore, usable directly for the block."""
+    backend = app.extensions["example_backend"]
+    with app.app_context(), backend.unit():
+        yield backend.datastore
+
+
 def user_id(app: Flask, email: str) -> Any:
-    with app.app_context():
-        datastore = app.extensions["example_backend"].datastore
+    with using_datastore(app) as datastore:
         return datastore.user_pk(datastore.find_user(email=email))
 
 
@@ -205,8 +213,7 @@ def test_wrong_password_and_deactivated_account_are_refused_alike(app: Flask) ->
     register(client)
     wrong = login(client, password="not the password")
     assert wrong.status_code == 401
-    with app.app_context():
-        datastore = app.extensions["example_backend"].datastore
+    with using_datastore(app) as datastore:
         datastore.deactivate_user(datastore.find_user(email=MEMBER))
     deactivated = login(client)
     assert deactivated.status_code == 401
@@ -243,8 +250,7 @@ def test_logout_ends_the_session(app: Flask) -> None:
     response = client.post("/logout", data={"csrf_token": token(client, "/")})
     assert response.status_code == 302
     assert not logged_in(client)
-    with app.app_context():
-        datastore = app.extensions["example_backend"].datastore
+    with using_datastore(app) as datastore:
         assert datastore.list_sessions(datastore.find_user(email=MEMBER)) == []
 
 
@@ -258,9 +264,8 @@ def test_posts_without_the_csrf_token_are_refused(app: Flask) -> None:
     })
     assert response.status_code == 400
     assert b"form has expired" in response.data
-    with app.app_context():
-        assert app.extensions["example_backend"].datastore.find_user(
-            email="forged@example.com") is None
+    with using_datastore(app) as datastore:
+        assert datastore.find_user(email="forged@example.com") is None
 
     assert visitor.post("/login", data={"email": ADMIN_EMAIL,
                                         "password": ADMIN_PASSWORD}).status_code == 400

@@ -105,3 +105,26 @@ def test_a_token_column_is_the_login_id_and_is_rotated(member_app: tuple[Flask, 
     assert client.post("/login", data={"email": "ann", "password": "pw"}).status_code == 200
     [record] = ds.list_sessions(ann)
     assert record.user_pk == ann.id
+
+
+def test_keeping_the_current_session_survives_the_token_change(
+    member_app: tuple[Flask, Any],
+) -> None:
+    app, ds = member_app
+    ds.create_user(email="ann@example.com", username="ann", password="pw")
+
+    @app.post("/end-others")
+    def end_others() -> str:
+        from flask_login import current_user
+
+        ds.revoke_user_sessions(current_user._get_current_object(), keep_current=True)
+        return "ok"
+
+    here, there = app.test_client(), app.test_client()
+    for client in (here, there):
+        assert client.post("/login", data={"email": "ann", "password": "pw"}).status_code == 200
+    assert here.post("/end-others").status_code == 200
+    assert here.get("/me").data == b"ann@example.com"
+    assert there.get("/me").status_code == 401
+    assert here.post("/password", data={"new_password": "new"}).status_code == 200
+    assert here.get("/me").data == b"ann@example.com"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask
@@ -40,6 +42,12 @@ class ExampleBackend(abc.ABC):
 
     def __init__(self, datastore: UserDatastore[Any, Any]) -> None:
         self.datastore = datastore
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """Run a block of work outside a request (start-up, a command) as the ORM needs:
+        nothing by default; Pony opens a ``db_session``."""
+        yield
 
     @abc.abstractmethod
     def create_tables(self) -> None:

@@ -52,6 +52,16 @@ def _is_mysql(database: Any) -> bool:
     return isinstance(_resolved(database), peewee.MySQLDatabase)
 
 
+#: The SQL function name under which SQLite connections get :func:`_fold_case`.
+_SQLITE_LOWER = "sessionstore_lower"
+
+
+def _fold_case(value: Any) -> Any:
+    """Lower-case ``value`` as Python does: SQLite's own LOWER() folds only ASCII
+    letters, and the values it is compared with were lower-cased by Python."""
+    return value.lower() if isinstance(value, str) else value
+
+
 class _PreciseDateTimeField(peewee.DateTimeField):
     """A date and time kept to the microsecond on every database.
 
@@ -203,6 +213,19 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
         self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
             f"sessionstore_peewee_unit_{id(self)}", default=None
         )
+        self._prepared: Any = None
+        self._prepare_database()
+
+    def _prepare_database(self) -> Any:
+        """Return the database, after giving SQLite connections the case folding
+        lookups need. Done as soon as the database is known (FlaskDB's may be known
+        only at ``init_app``), so that every connection opened later has it."""
+        database = _resolved(self._database)
+        if database is not None and database is not self._prepared:
+            if isinstance(database, peewee.SqliteDatabase):
+                database.register_function(_fold_case, _SQLITE_LOWER, 1, deterministic=True)
+            self._prepared = database
+        return database
 
     def init_app(self, app: Any) -> None:
         """Close this thread's connection when a request or app context ends.
@@ -211,6 +234,7 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
         connection opens when a request first needs it (Peewee's autoconnect) and
         closes at teardown, so none outlives the request that opened it.
         """
+        self._prepare_database()
         if isinstance(self.db, FlaskDB):
             return
         app.teardown_request(self._close_connection)
@@ -305,15 +329,17 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
 
     def _find_user(self, case_insensitive: bool, criteria: dict[str, Any]) -> Any:
         fields = self.user_model._meta.fields
+        # The caller lower-cased the values. An index on LOWER(column) serves this on
+        # PostgreSQL; SQLite compares through Python's lower() (see the docs page).
+        sqlite = isinstance(self._prepare_database(), peewee.SqliteDatabase)
+        lower = getattr(peewee.fn, _SQLITE_LOWER) if sqlite else peewee.fn.LOWER
         conditions = []
         for name, value in criteria.items():
             field = fields.get(name)
             if field is None:
                 raise SessionStoreError(f"{self.user_model.__name__} has no field {name!r}.")
             if case_insensitive and isinstance(value, str):
-                # The caller lower-cased the value. LOWER() can be served by an index on
-                # LOWER(column) on PostgreSQL and SQLite (see the Peewee docs page).
-                conditions.append(peewee.fn.LOWER(field) == value)
+                conditions.append(lower(field) == value)
             else:
                 conditions.append(field == value)
         with self._translated():

@@ -13,8 +13,10 @@ datastore must be created before the mapping (see :class:`PonyUserDatastore`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,9 +166,10 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
 
     Other keyword arguments are those of :class:`~flask_sessionstore.UserDatastore`.
 
-    Each call runs in the caller's ``db_session``, or in a short one of its own when
-    there is none (objects it returns are then read-only, as Pony makes every object
-    whose ``db_session`` ended). :meth:`init_app` runs every request in a
+    Each method runs in the caller's ``db_session``, or in one of its own when there is
+    none; objects it returns are then read-only, as Pony makes every object whose
+    ``db_session`` ended, and objects of an ended ``db_session`` passed to a method are
+    read again in the method's. :meth:`init_app` runs every request in a
     ``db_session``.
     """
 
@@ -217,7 +220,7 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
         # ends. Do it now, before the error response saves the session, so that the
         # session write cannot commit the view's half-done work with it.
         if flask.request.environ.get(self._request_key) is False:
-            self.rollback()
+            self._safe_rollback()
 
     def _request_finished(self, exc: BaseException | None) -> None:
         if flask.request.environ.pop(self._request_key, None) is None:
@@ -290,11 +293,20 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
 
     def _attached(self, obj: Any) -> Any:
         # Pony binds an object to the db_session it was loaded in. One that came from an
-        # earlier call (made outside any db_session) is loaded again into this one.
+        # earlier call (made outside any db_session, or before a rollback) is loaded
+        # again into this one.
         cache = obj._session_cache_
         if cache is not None and cache.is_alive:
             return obj
         return type(obj)[obj.get_pk()]
+
+    def _reattached(self, value: Any) -> Any:
+        # Entities given to a public method, alone or in a list (create_user's roles).
+        if type(value) in (list, tuple):
+            return type(value)(self._reattached(item) for item in value)
+        if isinstance(value, pony_core.Entity) and value._database_ is self.db:
+            return self._attached(value)
+        return value
 
     # -- users and roles -----------------------------------------------------------
 
@@ -304,6 +316,8 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
                 raise SessionStoreError(f"{self.user_model.__name__} has no attribute {name!r}.")
         with self._unit():
             query = self.user_model.select()
+            # Pony reads a lambda's outer names when filter() is called, so each filter
+            # keeps the name and value of its own turn of the loop.
             for name, value in criteria.items():
                 if case_insensitive and isinstance(value, str):
                     query = query.filter(lambda u: getattr(u, name).lower() == value)  # noqa: B023
@@ -365,8 +379,10 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
         try:
             return list(getattr(user, "roles", ()))
         except pony_core.DatabaseSessionIsOver:
+            # A user of an ended db_session whose roles were never read: read them, whole
+            # (their names must stay readable once this db_session ends too).
             with self._unit():
-                return list(self._attached(user).roles)
+                return list(self._attached(user).roles.select())
 
     def _add_role(self, user: Any, role: Any) -> None:
         with self._unit():
@@ -551,6 +567,29 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
             sql = _sql("DELETE FROM", plan.table, "WHERE", c["key"], "IN (SELECT", c["key"],
                        "FROM", plan.table, "WHERE", dead, "LIMIT $limit)")
         return self._write(sql, {"now": self._sql_value("expires_at", now), "limit": limit})
+
+
+def _in_a_db_session(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` in the caller's db_session, or in one of its own, with the
+    entities it is given read again if their db_session ended."""
+
+    @functools.wraps(method)
+    def run(self: PonyUserDatastore, *args: Any, **kwargs: Any) -> Any:
+        with orm.db_session:
+            args = self._reattached(args)
+            kwargs = {name: self._reattached(value) for name, value in kwargs.items()}
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+# The methods written once in the core (create_role, authenticate, activate_user...)
+# each read and change objects over several primitive calls; Pony needs one db_session
+# around all of them. The primitives above manage their own.
+for _name, _method in list(vars(UserDatastore).items()):
+    if (not _name.startswith("_") and inspect.isfunction(_method)
+            and _name not in vars(PonyUserDatastore)):
+        setattr(PonyUserDatastore, _name, _in_a_db_session(_method))
 
 
 def _sql(*parts: str) -> str:
