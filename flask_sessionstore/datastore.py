@@ -357,6 +357,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         for action in state.after_commit:
             action()
 
+    def _in_transaction(self) -> bool:
+        """Whether a :meth:`transaction` block is open in this context."""
+        return self._transaction.get() is not None
+
     def _after_commit(self, action: Callable[[], object]) -> None:
         state = self._transaction.get()
         if state is None:
@@ -495,10 +499,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         if self.find_role(name) is not None:
             raise ConstraintError(f"A role named {name!r} already exists.")
         permissions = fields.pop("permissions", None)
-        role = self.role_model(**fields)
-        if permissions is not None:
-            _store_permissions(role, parse_permissions(permissions))
         with self.transaction():
+            role = self.role_model(**fields)
+            if permissions is not None:
+                _store_permissions(role, parse_permissions(permissions))
             self.put(role)
         return role
 

@@ -85,6 +85,9 @@ def test_get_user_by_pk_email_and_garbage(ds: Any) -> None:
         None,
         "1; DROP TABLE user",
         "\x00",
+        "\u00b2",  # superscript two: str.isdigit() says yes, int() says no
+        "\u0663",  # Arabic-Indic three: int() takes it, no key is written so
+        "1_000",
         3.5,
         True,
     ):

@@ -76,7 +76,7 @@ def session_entity_for(db: Any, user_model: type[Any]) -> Any:
     if REVERSE_ATTRIBUTE in user_model.__dict__ or REVERSE_ATTRIBUTE in user_model._adict_:
         raise SessionStoreError(
             f"{user_model.__name__} already has an attribute {REVERSE_ATTRIBUTE!r}; declare "
-            f"your own session entity and pass it as session_entity=."
+            "your own session entity and pass it as session_entity=."
         )
     attributes: dict[str, Any] = {
         "__module__": __name__,
@@ -136,19 +136,29 @@ class _Rows:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """The SQL and converters of the session table, made once the mapping exists."""
+class _UserLoad:
+    """A SELECT that brings users with their roles, and where each lands in its rows."""
 
-    table: str
-    columns: dict[str, str]
-    converters: dict[str, Any]
-    load_sql: str
+    sql: str
     user_offsets: dict[Any, list[int]]
     user_pk_offset: int
     role_entity: Any
     role_offsets: dict[Any, list[int]]
     role_pk_offset: int
     roles_attribute: Any
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The SQL and converters of the session table, made once the mapping exists."""
+
+    table: str
+    columns: dict[str, str]
+    converters: dict[str, Any]
+    #: The live row under $key, with its user and the user's roles.
+    session_load: _UserLoad
+    #: The user whose primary key is $pk, with its roles.
+    user_load: _UserLoad
     mysql: bool
 
 
@@ -330,8 +340,12 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
             return self.role_model.select(lambda r: r.name == name).first()
 
     def _get_user_by_pk(self, pk: Any) -> Any:
+        # With its roles, in one SELECT, as a session's user comes (the cache in front
+        # of the session rows reads the user this way).
+        load = self._plan().user_load
         with self._unit():
-            return self.user_model.get(**{self._pk_attribute.name: pk})
+            rows = self.db.select(load.sql, {}, {"pk": self._sql_value("user", pk)})
+            return self._user_from(load, rows) if rows else None
 
     def _parse_pk(self, value: Any) -> Any:
         if isinstance(value, bool):
@@ -403,8 +417,7 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
                     "The Pony mapping is not generated yet: call db.bind(...) and "
                     "db.generate_mapping(create_tables=True) before using the datastore."
                 )
-            self._plan_made = _make_plan(self.db, self.session_entity, self.user_model,
-                                         self.role_model)
+            self._plan_made = _make_plan(self.db, self.session_entity, self.user_model)
         return self._plan_made
 
     def _sql_value(self, name: str, value: Any) -> Any:
@@ -420,7 +433,7 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
         # optimistic mode), or in the open one, which is then committed: Pony gives a
         # thread one connection per database, so that commit includes whatever the
         # db_session had pending. Inside ds.transaction() the statement joins the block.
-        in_block = self._transaction.get() is not None
+        in_block = self._in_transaction()
         with self._unit():
             cursor = self.db._exec_raw_sql(sql, {}, params, 0, start_transaction=in_block)
             count = int(cursor.rowcount)
@@ -450,33 +463,33 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
         )
 
     def _session_load(self, key: str, now: datetime) -> tuple[SessionRecord, Any] | None:
-        plan = self._plan()
+        load = self._plan().session_load
         with self._unit():
-            rows = self.db.select(plan.load_sql, {}, {
+            rows = self.db.select(load.sql, {}, {
                 "key": key, "now": self._sql_value("expires_at", now),
             })
             if not rows:
                 return None
             record = self._record(rows[0])
-            return record, self._user_from(plan, rows)
+            return record, self._user_from(load, rows)
 
-    def _user_from(self, plan: _Plan, rows: Sequence[Any]) -> Any:
+    def _user_from(self, load: _UserLoad, rows: Sequence[Any]) -> Any:
         # The row's user and its roles, made into the entities of this db_session by
         # Pony's own row parser, as if Pony had run the query: an object already in the
         # db_session is refreshed, not duplicated.
-        if rows[0][plan.user_pk_offset] is None:
+        if rows[0][load.user_pk_offset] is None:
             return None
-        found = self.user_model._fetch_objects(_Rows(rows[:1]), plan.user_offsets)
+        found = self.user_model._fetch_objects(_Rows(rows[:1]), load.user_offsets)
         if not found:
             return None  # deleted in this db_session
         user = found[0]
-        if plan.roles_attribute is None:
+        if load.roles_attribute is None:
             return user
-        role_rows = {row[plan.role_pk_offset]: row for row in rows
-                     if row[plan.role_pk_offset] is not None}
-        roles = plan.role_entity._fetch_objects(_Rows(list(role_rows.values())),
-                                                plan.role_offsets)
-        _mark_loaded(user, plan.roles_attribute, roles)
+        role_rows = {row[load.role_pk_offset]: row for row in rows
+                     if row[load.role_pk_offset] is not None}
+        roles = load.role_entity._fetch_objects(_Rows(list(role_rows.values())),
+                                                load.role_offsets)
+        _mark_loaded(user, load.roles_attribute, roles)
         return user
 
     def _session_update(self, key: str, now: datetime, *, data: str | None,
@@ -649,7 +662,7 @@ def _mark_loaded(user: Any, attribute: Any, roles: Iterable[Any]) -> None:
     loaded.count = len(loaded)
 
 
-def _make_plan(db: Any, session: Any, user_model: Any, role_model: Any) -> _Plan:
+def _make_plan(db: Any, session: Any, user_model: Any) -> _Plan:
     provider = db.provider
     quote = provider.quote_name
     user_attr = session.user
@@ -662,16 +675,33 @@ def _make_plan(db: Any, session: Any, user_model: Any, role_model: Any) -> _Plan
             "so that deleting a user deletes its sessions."
         )
     columns = {name: quote(getattr(session, name).columns[0]) for name in _FIELDS}
-    converters = {name: getattr(session, name).converters[0] for name in _FIELDS}
     table = quote(session._table_)
+    user_pk = f"u.{quote(user_model._pk_columns_[0])}"
+    session_load = _user_load(
+        provider, user_model,
+        [f"s.{columns[name]}" for name in _FIELDS],
+        [table, "s", "LEFT JOIN", quote(user_model._table_), "u ON", user_pk, "=",
+         f"s.{columns['user']}"],
+        ["s." + columns["key"], "= $key AND", "s." + columns["expires_at"], "> $now"],
+    )
+    user_load = _user_load(provider, user_model, [], [quote(user_model._table_), "u"],
+                           [user_pk, "= $pk"])
+    return _Plan(
+        table=table, columns=columns,
+        converters={name: getattr(session, name).converters[0] for name in _FIELDS},
+        session_load=session_load, user_load=user_load, mysql=provider.dialect == "MySQL",
+    )
 
-    select = [f"s.{columns[name]}" for name in _FIELDS]
+
+def _user_load(provider: Any, user_model: Any, select: list[str], source: list[str],
+               where: list[str]) -> _UserLoad:
+    """``SELECT select, u.*, r.* FROM source (+ the user's roles) WHERE where``: the
+    columns Pony would load for the user ``u`` and each of its roles ``r``."""
+    quote = provider.quote_name
     user_offsets, user_columns = _columns_of(user_model, len(select))
-    user_pk_offset = user_offsets[user_model._pk_attrs_[0]][0]
-    select += [f"u.{quote(column)}" for column in user_columns]
-    user_pk = quote(user_model._pk_columns_[0])
-    joins = [f"LEFT JOIN {quote(user_model._table_)} u ON u.{user_pk} = s.{columns['user']}"]
-
+    select = select + [f"u.{quote(column)}" for column in user_columns]
+    user_pk = f"u.{quote(user_model._pk_columns_[0])}"
+    joins: list[str] = []
     roles = getattr(user_model, "roles", None)
     role_entity = None
     role_offsets: dict[Any, list[int]] = {}
@@ -682,25 +712,21 @@ def _make_plan(db: Any, session: Any, user_model: Any, role_model: Any) -> _Plan
         role_offsets, role_columns = _columns_of(role_entity, len(select))
         role_pk_offset = role_offsets[role_entity._pk_attrs_[0]][0]
         select += [f"r.{quote(column)}" for column in role_columns]
-        role_pk = quote(role_entity._pk_columns_[0])
+        role_pk = f"r.{quote(role_entity._pk_columns_[0])}"
         role_table = quote(role_entity._table_)
         if roles.reverse.is_collection:  # many-to-many, through Pony's link table
-            link_user = quote(roles.reverse.columns[0])
-            link_role = quote(roles.columns[0])
-            joins.append(f"LEFT JOIN {quote(roles.table)} l ON l.{link_user} = u.{user_pk}")
-            joins.append(f"LEFT JOIN {role_table} r ON r.{role_pk} = l.{link_role}")
+            joins += ["LEFT JOIN", quote(roles.table), "l ON",
+                      f"l.{quote(roles.reverse.columns[0])}", "=", user_pk,
+                      "LEFT JOIN", role_table, "r ON", role_pk, "=",
+                      f"l.{quote(roles.columns[0])}"]
         else:  # one-to-many: the role row names its user
-            joins.append(
-                f"LEFT JOIN {role_table} r ON r.{quote(roles.reverse.columns[0])} = u.{user_pk}"
-            )
+            joins += ["LEFT JOIN", role_table, "r ON",
+                      f"r.{quote(roles.reverse.columns[0])}", "=", user_pk]
     else:
         roles = None
-    load_sql = _sql("SELECT", ", ".join(select), "FROM", table, "s", *joins,
-                    "WHERE", f"s.{columns['key']}", "= $key AND", f"s.{columns['expires_at']}",
-                    "> $now")
-    return _Plan(
-        table=table, columns=columns, converters=converters, load_sql=load_sql,
-        user_offsets=user_offsets, user_pk_offset=user_pk_offset, role_entity=role_entity,
-        role_offsets=role_offsets, role_pk_offset=role_pk_offset, roles_attribute=roles,
-        mysql=provider.dialect == "MySQL",
+    return _UserLoad(
+        sql=_sql("SELECT", ", ".join(select), "FROM", *source, *joins, "WHERE", *where),
+        user_offsets=user_offsets, user_pk_offset=user_offsets[user_model._pk_attrs_[0]][0],
+        role_entity=role_entity, role_offsets=role_offsets, role_pk_offset=role_pk_offset,
+        roles_attribute=roles,
     )

@@ -166,8 +166,12 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         if isinstance(value, bool):
             return None
         if self._pk_type is int:
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
+            if isinstance(value, str):
+                # int() accepts more than ASCII digits ("٣", "1_000"); a key is plain.
+                text = value.strip()
+                if not (text.isascii() and text.lstrip("-").isdigit()):
+                    return None
+                value = int(text)
             return value if isinstance(value, int) and value in _BIGINT_RANGE else None
         if self._pk_type is uuid.UUID:
             try:
