@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -78,6 +79,16 @@ def _ask_password(given: str | None) -> str:
     if given is not None:
         return given
     return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _unit() -> AbstractContextManager[None]:
+    """One unit of work for a command's reads and writes: committed together, or rolled
+    back together when the command fails.
+
+    It also keeps the objects read in it usable until it ends (Pony binds them to a
+    ``db_session``). It is never held open while a prompt waits for an answer.
+    """
+    return current_datastore.transaction()
 
 
 def _find_user(identifier: str) -> Any:
@@ -196,21 +207,22 @@ def create_user_command(email: str, password: str | None, roles: tuple[str, ...]
         )
     # create_user checks all of this again before it writes; checked here too so that
     # the password is not asked for in vain.
-    if ds.find_user(case_insensitive=True, email=email) is not None:
-        raise click.ClickException(f"A user with email {email!r} already exists.")
-    for name in roles:
-        _find_role(name)
+    with _unit():
+        if ds.find_user(case_insensitive=True, email=email) is not None:
+            raise click.ClickException(f"A user with email {email!r} already exists.")
+        for name in roles:
+            _find_role(name)
     fields: dict[str, Any] = {
         "email": email, "password": _ask_password(password), "roles": list(roles),
     }
     if inactive:
         fields["active"] = False
-    user = ds.create_user(**fields)
-    click.echo(
-        f"Created user {_label(user)} (id {ds.user_pk(user)}"
-        f"{', inactive' if inactive else ''}"
-        f"{', roles: ' + ', '.join(_role_names(user)) if roles else ''})."
-    )
+    with _unit():
+        user = ds.create_user(**fields)
+        done = (f"Created user {_label(user)} (id {ds.user_pk(user)}"
+                f"{', inactive' if inactive else ''}"
+                f"{', roles: ' + ', '.join(_role_names(user)) if roles else ''}).")
+    click.echo(done)
 
 
 @users_cli.command("list")
@@ -219,16 +231,17 @@ def create_user_command(email: str, password: str | None, roles: tuple[str, ...]
 def list_users_command(role: str | None, inactive_only: bool) -> None:
     """List users, whether they are active, and their roles."""
     ds = current_datastore
-    wanted = _find_role(role).name if role is not None else None
     rows = []
-    for user in _every(ds.user_model):
-        if inactive_only and _is_active(user):
-            continue
-        names = _role_names(user)
-        if wanted is not None and wanted not in names:
-            continue
-        rows.append((str(ds.user_pk(user)), _label(user),
-                     "yes" if _is_active(user) else "no", ", ".join(names) or "-"))
+    with _unit():
+        wanted = _find_role(role).name if role is not None else None
+        for user in _every(ds.user_model):
+            if inactive_only and _is_active(user):
+                continue
+            names = _role_names(user)
+            if wanted is not None and wanted not in names:
+                continue
+            rows.append((str(ds.user_pk(user)), _label(user),
+                         "yes" if _is_active(user) else "no", ", ".join(names) or "-"))
     if not rows:
         click.echo("No users.")
         return
@@ -244,16 +257,17 @@ def show_user_command(identifier: str) -> None:
     IDENTIFIER is an email (or another identity attribute) or an id.
     """
     ds = current_datastore
-    user = _find_user(identifier)
-    roles = list(ds._roles_of(user))
-    fields = [("id", str(ds.user_pk(user)))]
-    fields += [(name, str(getattr(user, name) or "-")) for name in ds.identity_attributes]
-    fields += [
-        ("active", "yes" if _is_active(user) else "no"),
-        ("roles", ", ".join(sorted(str(role.name) for role in roles)) or "-"),
-        ("permissions", ", ".join(_permissions(roles)) or "-"),
-        ("sessions", f"{_sessions_of(user)} live"),
-    ]
+    with _unit():
+        user = _find_user(identifier)
+        roles = list(ds._roles_of(user))
+        fields = [("id", str(ds.user_pk(user)))]
+        fields += [(name, str(getattr(user, name) or "-")) for name in ds.identity_attributes]
+        fields += [
+            ("active", "yes" if _is_active(user) else "no"),
+            ("roles", ", ".join(sorted(str(role.name) for role in roles)) or "-"),
+            ("permissions", ", ".join(_permissions(roles)) or "-"),
+            ("sessions", f"{_sessions_of(user)} live"),
+        ]
     _echo_fields(fields)
 
 
@@ -261,23 +275,25 @@ def show_user_command(identifier: str) -> None:
 @click.argument("identifier")
 def activate_user_command(identifier: str) -> None:
     """Let a deactivated user log in again."""
-    user = _find_user(identifier)
-    if current_datastore.activate_user(user):
-        click.echo(f"Activated {_label(user)}.")
-    else:
-        click.echo(f"{_label(user)} is already active.")
+    with _unit():
+        user = _find_user(identifier)
+        label = _label(user)
+        changed = current_datastore.activate_user(user)
+    click.echo(f"Activated {label}." if changed else f"{label} is already active.")
 
 
 @users_cli.command("deactivate")
 @click.argument("identifier")
 def deactivate_user_command(identifier: str) -> None:
     """Deactivate a user and end their sessions."""
-    user = _find_user(identifier)
-    sessions = _sessions_of(user)
-    if current_datastore.deactivate_user(user):
-        click.echo(f"Deactivated {_label(user)}; ended {_plural(sessions, 'session')}.")
-    else:
-        click.echo(f"{_label(user)} is already inactive.")
+    with _unit():
+        user = _find_user(identifier)
+        label = _label(user)
+        sessions = _sessions_of(user)
+        changed = current_datastore.deactivate_user(user)
+    # The sessions end when the unit commits: only now is this true.
+    click.echo(f"Deactivated {label}; ended {_plural(sessions, 'session')}." if changed
+               else f"{label} is already inactive.")
 
 
 @users_cli.command("delete")
@@ -285,12 +301,14 @@ def deactivate_user_command(identifier: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_user_command(identifier: str, yes: bool) -> None:
     """Delete a user with their role links and sessions."""
-    user = _find_user(identifier)
-    label = _label(user)
+    label = _label(_find_user(identifier))
     if not yes:
         click.confirm(f"Delete user {label} and all their sessions?", abort=True)
-    sessions = _sessions_of(user)
-    current_datastore.delete_user(user)
+    with _unit():
+        # Found again: the answer may have come much later.
+        user = _find_user(identifier)
+        sessions = _sessions_of(user)
+        current_datastore.delete_user(user)
     click.echo(f"Deleted user {label}; ended {_plural(sessions, 'session')}.")
 
 
@@ -299,11 +317,14 @@ def delete_user_command(identifier: str, yes: bool) -> None:
 @_password_option("The new password; prompted for when omitted.")
 def set_password_command(identifier: str, password: str | None) -> None:
     """Set a user's password and end their sessions."""
-    user = _find_user(identifier)
+    _find_user(identifier)
     new_password = _ask_password(password)
-    sessions = _sessions_of(user)
-    current_datastore.change_password(user, new_password)
-    click.echo(f"Changed the password of {_label(user)}; ended {_plural(sessions, 'session')}.")
+    with _unit():
+        user = _find_user(identifier)
+        label = _label(user)
+        sessions = _sessions_of(user)
+        current_datastore.change_password(user, new_password)
+    click.echo(f"Changed the password of {label}; ended {_plural(sessions, 'session')}.")
 
 
 # ----------------------------------------------------------------------------------
@@ -328,24 +349,25 @@ def create_role_command(name: str, description: str | None, permissions: str | N
                     f"--{option} needs one."
                 )
             fields[option] = value
-    role = ds.create_role(**fields)
-    granted = sorted(parse_permissions(getattr(role, "permissions", None)))
-    click.echo(f"Created role {role.name}"
-               f"{' granting ' + ', '.join(granted) if granted else ''}.")
+    with _unit():
+        role = ds.create_role(**fields)
+        granted = _permissions([role])
+    click.echo(f"Created role {name}{' granting ' + ', '.join(granted) if granted else ''}.")
 
 
 @roles_cli.command("list")
 def list_roles_command() -> None:
     """List roles with their descriptions and permissions."""
-    roles = sorted(_every(current_datastore.role_model), key=lambda role: str(role.name))
-    if not roles:
+    with _unit():
+        rows = sorted(
+            (str(role.name), str(getattr(role, "description", None) or "-"),
+             ", ".join(_permissions([role])) or "-")
+            for role in _every(current_datastore.role_model)
+        )
+    if not rows:
         click.echo("No roles.")
         return
-    _echo_table(
-        ("NAME", "DESCRIPTION", "PERMISSIONS"),
-        [(str(role.name), str(getattr(role, "description", None) or "-"),
-          ", ".join(_permissions([role])) or "-") for role in roles],
-    )
+    _echo_table(("NAME", "DESCRIPTION", "PERMISSIONS"), rows)
 
 
 @roles_cli.command("delete")
@@ -353,14 +375,13 @@ def list_roles_command() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_role_command(name: str, yes: bool) -> None:
     """Delete a role; the users holding it lose it."""
-    ds = current_datastore
-    role = _find_role(name)
+    _find_role(name)
     if not yes:
         click.confirm(f"Delete role {name!r}? Every user holding it loses it.", abort=True)
-    # The datastore has no delete_role: ``delete`` removes the role and its links to
-    # users, in one unit of work.
-    with ds.transaction():
-        ds.delete(role)
+    # The datastore has no delete_role: its ``delete`` primitive removes the role and
+    # its links to users, in one unit of work.
+    with _unit():
+        current_datastore.delete(_find_role(name))
     click.echo(f"Deleted role {name}.")
 
 
@@ -369,12 +390,11 @@ def delete_role_command(name: str, yes: bool) -> None:
 @click.argument("name", metavar="ROLE")
 def add_role_command(identifier: str, name: str) -> None:
     """Grant ROLE to USER (an email or an id)."""
-    user = _find_user(identifier)
-    role = _find_role(name)
-    if current_datastore.add_role_to_user(user, role):
-        click.echo(f"Granted {name} to {_label(user)}.")
-    else:
-        click.echo(f"{_label(user)} already has {name}.")
+    with _unit():
+        user = _find_user(identifier)
+        label = _label(user)
+        changed = current_datastore.add_role_to_user(user, _find_role(name))
+    click.echo(f"Granted {name} to {label}." if changed else f"{label} already has {name}.")
 
 
 @roles_cli.command("remove")
@@ -382,17 +402,15 @@ def add_role_command(identifier: str, name: str) -> None:
 @click.argument("name", metavar="ROLE")
 def remove_role_command(identifier: str, name: str) -> None:
     """Take ROLE away from USER."""
-    user = _find_user(identifier)
-    role = _find_role(name)
-    if current_datastore.remove_role_from_user(user, role):
-        click.echo(f"Removed {name} from {_label(user)}.")
-    else:
-        click.echo(f"{_label(user)} does not have {name}.")
+    with _unit():
+        user = _find_user(identifier)
+        label = _label(user)
+        changed = current_datastore.remove_role_from_user(user, _find_role(name))
+    click.echo(f"Removed {name} from {label}." if changed else f"{label} does not have {name}.")
 
 
 def _edit_permissions(name: str, permissions: tuple[str, ...], *, add: bool) -> None:
     ds = current_datastore
-    role = _find_role(name)
     # Each argument may hold several names ("a,b"). They are split here: a list given to
     # the datastore is taken name by name, and a name with a comma in it would be stored
     # whole by a list field but split again by a text column.
@@ -400,8 +418,10 @@ def _edit_permissions(name: str, permissions: tuple[str, ...], *, add: bool) -> 
     if not names:
         raise click.BadParameter("give at least one permission name.", param_hint="PERMISSIONS")
     edit = ds.add_permissions_to_role if add else ds.remove_permissions_from_role
-    changed = edit(role, names)
-    now = ", ".join(_permissions([role])) or "nothing"
+    with _unit():
+        changed = edit(_find_role(name), names)
+        # Read again: the datastore may have edited another copy of the role.
+        now = ", ".join(_permissions([_find_role(name)])) or "nothing"
     click.echo(f"Role {name} {'now' if changed else 'still'} grants: {now}.")
 
 
@@ -442,21 +462,22 @@ def list_sessions_command(identifier: str | None, anonymous: bool, page: int,
     if identifier is not None and anonymous:
         raise click.UsageError("--user and --anonymous cannot be used together.")
     ds = current_datastore
-    user = _find_user(identifier) if identifier is not None else None
-    selection = {"user": user, "anonymous": True if anonymous else None}
-    total = ds.sessions.count(**selection)
-    records = ds.sessions.get_all(page=page, per_page=per_page, **selection)
+    labels: dict[Any, str] = {}
+    with _unit():
+        user = _find_user(identifier) if identifier is not None else None
+        selection = {"user": user, "anonymous": True if anonymous else None}
+        total = ds.sessions.count(**selection)
+        records = ds.sessions.get_all(page=page, per_page=per_page, **selection)
+        for record in records:
+            if record.user_pk is not None and record.user_pk not in labels:
+                owner = ds.get_user(record.user_pk)
+                labels[record.user_pk] = (
+                    _label(owner) if owner is not None else f"(deleted user {record.user_pk})"
+                )
     pages = max(1, -(-total // per_page))
     if not records:
         click.echo(f"No sessions on page {page} of {pages}." if total else "No sessions.")
         return
-    labels: dict[Any, str] = {}
-    for record in records:
-        if record.user_pk is not None and record.user_pk not in labels:
-            owner = ds.get_user(record.user_pk)
-            labels[record.user_pk] = (
-                _label(owner) if owner is not None else f"(deleted user {record.user_pk})"
-            )
     _echo_table(
         ("KEY", "USER", "CREATED", "LAST SEEN", "EXPIRES", "USER AGENT", "IP"),
         [(short_hash(record.key),
@@ -520,9 +541,11 @@ def revoke_session_command(prefix: str) -> None:
 @click.argument("identifier")
 def revoke_user_command(identifier: str) -> None:
     """End every session of a user ("log out everywhere")."""
-    user = _find_user(identifier)
-    count = current_datastore.revoke_user_sessions(user)
-    click.echo(f"Ended {_plural(count, 'session')} of {_label(user)}.")
+    with _unit():
+        user = _find_user(identifier)
+        label = _label(user)
+        count = current_datastore.revoke_user_sessions(user)
+    click.echo(f"Ended {_plural(count, 'session')} of {label}.")
 
 
 @sessions_cli.command("cleanup")
@@ -532,7 +555,8 @@ def cleanup_command(batch_size: int) -> None:
     """Delete expired sessions in batches, reporting each."""
     ds = current_datastore
     # The same work as delete_expired(), one batch per step so that each can be
-    # reported: a purge of millions of rows should show that it is moving.
+    # reported: a purge of millions of rows should show that it is moving. No unit of
+    # work around it: each batch is its own short statement, committed on its own.
     now = _datastore.utcnow()
     total = 0
     batch = 0

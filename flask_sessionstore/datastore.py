@@ -347,6 +347,7 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         state = _Transaction()
         token = self._transaction.set(state)
         try:
+            self._begin()
             yield
             self.commit()
         except BaseException:
@@ -356,6 +357,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             self._transaction.reset(token)
         for action in state.after_commit:
             action()
+
+    def _begin(self) -> None:
+        """Hook: the outermost :meth:`transaction` block starts. An ORM that commits
+        each statement by itself (Peewee) opens a real transaction here."""
 
     def _in_transaction(self) -> bool:
         """Whether a :meth:`transaction` block is open in this context."""
@@ -445,7 +450,11 @@ class UserDatastore(abc.ABC, Generic[U, R]):
                 for role in _unique_by_name(roles):
                     self._add_role(user, role)
         except ConstraintError as exc:
-            raise UserExistsError(f"The user could not be stored: {exc}") from exc
+            # Each database words a uniqueness failure its own way; anything else (a
+            # required column left empty, say) is not "the user exists".
+            if any(word in str(exc).lower() for word in ("unique", "duplicate", "e11000")):
+                raise UserExistsError(f"A user with these details already exists: {exc}") from exc
+            raise ConstraintError(f"The user could not be stored: {exc}") from exc
         return user
 
     def delete_user(self, user: U) -> None:
@@ -468,10 +477,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         """Mark ``user`` inactive and end all its sessions; True if anything changed."""
         if not getattr(user, "active", True):
             return False
+        self._end_sessions_first(user, keep_current=False)
         with self.transaction():
             user.active = False  # type: ignore[attr-defined]
             self.put(user)
-            self._end_sessions_after_commit(user, keep_current=False)
         return True
 
     def toggle_active(self, user: U) -> bool:
@@ -621,10 +630,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         elif not self.password_hasher.verify(password, getattr(user, "password", None))[0]:
             raise PasswordError("The current password is wrong.")
         new_hash = self.hash_password(new_password)
+        self._end_sessions_first(user, keep_current=True)
         with self.transaction():
             user.password = new_hash  # type: ignore[attr-defined]
             self.put(user)
-            self._end_sessions_after_commit(user, keep_current=True)
 
     def generate_password(self, user: U, length: int = 16) -> str:
         """Give ``user`` a new random password, end their sessions, and return it."""
@@ -788,8 +797,16 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         if current is not None:
             current.rotate()
 
-    def _end_sessions_after_commit(self, user: U, *, keep_current: bool) -> None:
-        self._after_commit(lambda: self.revoke_user_sessions(user, keep_current=keep_current))
+    def _end_sessions_first(self, user: U, *, keep_current: bool) -> None:
+        # Sessions end *before* the change that requires it is written: if the write
+        # then fails, the user was only logged out; the other order could leave the
+        # sessions of a changed account open (S15, S16). Inside an open transaction the
+        # end waits for its commit, since session rows are written on a connection of
+        # their own that a pending write (SQLite's lock) would block.
+        if self._in_transaction():
+            self._after_commit(lambda: self.revoke_user_sessions(user, keep_current=keep_current))
+        else:
+            self.revoke_user_sessions(user, keep_current=keep_current)
 
     def _token_attribute(self) -> str | None:
         name = getattr(self.user_model, "session_token_attribute", None)

@@ -16,7 +16,7 @@ from flask import Flask
 from flask_sessionstore import SessionStore, UserDatastore
 
 from .app import make_app
-from .backends import REQUIRE_SERVERS_ENV, SERVER_ENV, Backend, server_url
+from .backends import REQUIRE_SERVERS_ENV, SERVER_ENV, Backend, drop_own_databases, server_url
 
 #: Each ORM: its backend module and class, and the databases it runs on.
 ORMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -60,6 +60,10 @@ def make_backend(orm: str, database: str, tmp_path: Path) -> Backend:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "server: runs against a database server")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_own_databases()
 
 
 @pytest.fixture(params=_params())

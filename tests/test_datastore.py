@@ -94,6 +94,36 @@ def test_get_user_by_pk_email_and_garbage(ds: Any) -> None:
         assert ds.get_user(garbage) is None, garbage
 
 
+@pytest.mark.parametrize("email", ["\u00dcnal@Example.com", "\u00e7elik@\u00d6rnek.com"])
+def test_case_insensitive_lookup_folds_non_ascii_letters(ds: Any, email: str) -> None:
+    user = ds.create_user(email=email, password="pw")
+    assert ds.authenticate(email, "pw") == user
+    assert ds.authenticate(email.lower(), "pw") == user
+    assert ds.authenticate(email.upper(), "pw") == user
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("UNIQUE constraint failed: user.email", UserExistsError),
+        ('duplicate key value violates unique constraint "user_email_key"', UserExistsError),
+        ("(1062, \"Duplicate entry 'ann@example.com' for key 'email'\")", UserExistsError),
+        ("E11000 duplicate key error collection: user index: email_1", UserExistsError),
+        ("NOT NULL constraint failed: user.password", ConstraintError),
+    ],
+)
+def test_only_uniqueness_failures_mean_the_user_exists(
+    ds: Any, monkeypatch: pytest.MonkeyPatch, message: str, error: type[Exception]
+) -> None:
+    def failing_put(model: Any) -> Any:
+        raise ConstraintError(message)
+
+    monkeypatch.setattr(ds, "put", failing_put)
+    with pytest.raises(ConstraintError) as raised:
+        ds.create_user(email="ann@example.com", password="pw")
+    assert type(raised.value) is error
+
+
 def test_find_user_ands_its_arguments_and_can_ignore_case(backend: Backend, ds: Any) -> None:
     ds.create_user(email="ann@example.com", password="pw")
     ds.create_user(email="bob@example.com", password="pw", active=False)

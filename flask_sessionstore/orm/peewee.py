@@ -205,7 +205,7 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
         self._user_link = _foreign_key(user_role_model, user_model)
         self._role_link = _foreign_key(user_role_model, role_model)
         backref = self._user_link.backref
-        #: Where the user's link rows are attached when they come with a session.
+        #: Where a user loaded with its session gets the query for its roles.
         self._roles_attribute: str | None = (
             backref if isinstance(backref, str) and backref.isidentifier() else None
         )
@@ -253,19 +253,13 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
 
     # -- units of work -------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Run a block as one unit of work (see :meth:`UserDatastore.transaction`).
-
-        The outermost block begins a real transaction on this thread's connection (a
-        savepoint inside the application's own), so every write in it commits or rolls
-        back together.
-        """
+    def _begin(self) -> None:
+        # The outermost block begins a real transaction on this thread's connection (a
+        # savepoint inside the application's own), so every write in it commits or
+        # rolls back together; peewee would otherwise commit each statement.
         if self._unit.get() is None:
             with self._translated():
                 self._unit.set(_Unit(self._database))
-        with super().transaction():
-            yield
 
     @contextmanager
     def _translated(self) -> Iterator[None]:

@@ -33,6 +33,11 @@ _models: weakref.WeakKeyDictionary[sa.MetaData, dict[str, type[Any]]] = (
 )
 
 _BIGINT_RANGE = range(-(2**63), 2**63)
+_SQLITE_LOWER = "sessionstore_lower"
+
+
+def _python_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _datetime() -> sa.types.TypeEngine[datetime]:
@@ -142,16 +147,34 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
 
     def _find_user(self, case_insensitive: bool, criteria: dict[str, Any]) -> Any:
         query = sa.select(self.user_model)
-        for name, value in criteria.items():
-            column = getattr(self.user_model, name, None)
-            if column is None:
-                raise SessionStoreError(f"{self.user_model.__name__} has no attribute {name!r}.")
-            if case_insensitive and isinstance(value, str):
-                query = query.where(sa.func.lower(column) == value)
-            else:
-                query = query.where(column == value)
         with self._translated():
+            lower = self._lower_function() if case_insensitive else sa.func.lower
+            for name, value in criteria.items():
+                column = getattr(self.user_model, name, None)
+                if column is None:
+                    raise SessionStoreError(
+                        f"{self.user_model.__name__} has no attribute {name!r}."
+                    )
+                if case_insensitive and isinstance(value, str):
+                    query = query.where(lower(column) == value)
+                else:
+                    query = query.where(column == value)
             return self.db.session.execute(query.limit(1)).scalars().first()
+
+    def _lower_function(self) -> Any:
+        """The SQL function that lower-cases as Python does.
+
+        SQLite's ``lower()`` folds ASCII letters only, so ``Ünal`` would never match
+        ``ünal``: on SQLite a Python function is registered on the session's own
+        connection (once per connection; cheap) and used instead.
+        """
+        connection = self.db.session.connection()
+        if connection.dialect.name != "sqlite":
+            return sa.func.lower
+        raw = connection.connection.driver_connection
+        if raw is not None:
+            raw.create_function(_SQLITE_LOWER, 1, _python_lower, deterministic=True)
+        return getattr(sa.func, _SQLITE_LOWER)
 
     def _find_role(self, name: str) -> Any:
         query = sa.select(self.role_model).where(self.role_model.name == name).limit(1)
@@ -183,7 +206,23 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         return None
 
     def user_pk(self, user: Any) -> Any:
-        return getattr(user, self._pk_name)
+        # The identity key needs no database, even when a commit expired the object
+        # (reading the attribute would reload it: a query, which may fail).
+        identity = sa.inspect(user).identity
+        return identity[0] if identity is not None else getattr(user, self._pk_name)
+
+    def init_app(self, app: Any) -> None:
+        app.teardown_appcontext(self._end_unit_of_work)
+
+    def _end_unit_of_work(self, exc: BaseException | None) -> None:
+        # Runs before Flask-SQLAlchemy's own teardown (registered earlier, so run
+        # later). A connection lost after the request's last query makes the rollback
+        # there raise, turning a finished answer into a 500; dropping the session here
+        # without touching the dead connection avoids that.
+        try:
+            self.db.session.remove()
+        except sa_exc.SQLAlchemyError:
+            self.db.session.registry.clear()
 
     def _roles_of(self, user: Any) -> Iterable[Any]:
         return user.roles  # type: ignore[no-any-return]

@@ -35,12 +35,19 @@ def server_url(database: str) -> str | None:
     return os.environ.get(SERVER_ENV[database]) or None
 
 
+#: The server databases this process made, dropped when the test run ends.
+_MADE: dict[str, str] = {}
+
+
 def own_database(url: str, name: str) -> str:
     """Return ``url`` pointing at database ``name`` on the same server, creating it.
 
-    Each ORM gets its own database, so that suites on different ORMs (whose seed models
-    share table names such as ``user``) can run at the same time without meeting.
+    Each ORM gets its own database, and each test process its own copy (the name ends
+    with the process id), so that runs on different ORMs (whose seed models share table
+    names such as ``user``), and runs side by side, never meet. :func:`drop_own_databases`
+    removes them at the end of the run.
     """
+    name = f"{name}_{os.getpid()}"
     parts = urlsplit(url)
     if parts.scheme.startswith("postgresql"):
         import psycopg2
@@ -67,7 +74,33 @@ def own_database(url: str, name: str) -> str:
         connection.close()
     else:
         raise ValueError(f"No server database can be made for {url!r}.")
+    _MADE[name] = url
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def drop_own_databases() -> None:
+    """Drop every database :func:`own_database` made in this process."""
+    for name, url in list(_MADE.items()):
+        parts = urlsplit(url)
+        if parts.scheme.startswith("postgresql"):
+            import psycopg2
+
+            connection = psycopg2.connect(url)
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.close()
+        else:
+            import pymysql
+
+            connection = pymysql.connect(
+                host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                user=unquote(parts.username or "root"), password=unquote(parts.password or ""),
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            connection.close()
+        del _MADE[name]
 
 
 def fast_hasher() -> PasswordHasher:
