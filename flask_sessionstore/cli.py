@@ -549,25 +549,21 @@ def revoke_user_command(identifier: str) -> None:
 
 
 @sessions_cli.command("cleanup")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Rows deleted per statement.")
-def cleanup_command(batch_size: int) -> None:
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Rows deleted per statement (default: what suits the database).")
+def cleanup_command(batch_size: int | None) -> None:
     """Delete expired sessions in batches, reporting each."""
-    ds = current_datastore
-    # The same work as delete_expired(), one batch per step so that each can be
-    # reported: a purge of millions of rows should show that it is moving. No unit of
-    # work around it: each batch is its own short statement, committed on its own.
+    # No unit of work around it: each batch is its own short statement, committed on
+    # its own, and reported so that a purge of millions of rows shows it is moving.
+    batches = 0
+
+    def report(deleted: int, total: int) -> None:
+        nonlocal batches
+        batches += 1
+        click.echo(f"Batch {batches}: deleted {deleted} ({total} so far).")
+
     now = _datastore.utcnow()
-    total = 0
-    batch = 0
-    while True:
-        deleted = ds._session_delete_expired(now, batch_size)
-        total += deleted
-        if deleted:
-            batch += 1
-            click.echo(f"Batch {batch}: deleted {deleted} ({total} so far).")
-        if deleted < batch_size:
-            break
+    total = current_datastore.delete_expired(batch_size=batch_size, on_batch=report)
     click.echo(f"Deleted {_plural(total, 'expired session')} as of {_when(now)} UTC.")
 
 

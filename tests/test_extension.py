@@ -196,3 +196,12 @@ def test_a_missing_orm_names_the_extra(name: str, blocked: str, extra: str) -> N
     )
     assert result.returncode == 0, result.stderr
     assert f"pip install 'flask-sessionstore[{extra}]'" in result.stdout
+
+
+def test_permission_names_split_the_same_from_text_and_lists() -> None:
+    from flask_sessionstore.mixins import parse_permissions
+
+    expected = {"reports.read", "reports.write", "admin"}
+    assert parse_permissions("reports.read, reports.write admin") == expected
+    assert parse_permissions(["reports.read,reports.write", " admin "]) == expected
+    assert parse_permissions(None) == frozenset()

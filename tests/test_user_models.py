@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -128,3 +129,19 @@ def test_keeping_the_current_session_survives_the_token_change(
     assert there.get("/me").status_code == 401
     assert here.post("/password", data={"new_password": "new"}).status_code == 200
     assert here.get("/me").data == b"ann@example.com"
+
+
+def test_deleting_a_role_removes_its_links_without_a_backref(
+    member_app: tuple[Flask, Any],
+) -> None:
+    _, ds = member_app
+    ds.create_role(name="admin")
+    ds.create_user(email="ann@example.com", username="ann", password="pw", roles=["admin"])
+    ds.delete(ds.find_role("admin"))
+    ds.commit()
+    ann = ds.find_user(email="ann@example.com")
+    assert list(ann.roles) == []
+    links = ds.db.metadata.tables["member_roles"]
+    assert ds.db.session.execute(sa.select(sa.func.count()).select_from(links)).scalar() == 0
+    ds.create_role(name="admin")  # may reuse the id on SQLite: must not regrant it
+    assert not ds.find_user(email="ann@example.com").has_role("admin")
