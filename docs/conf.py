@@ -4,7 +4,7 @@ from importlib.metadata import version as _version
 
 project = "flask-sessionstore"
 author = "The flask-sessionstore team"
-copyright = "2026, The flask-sessionstore team"  # noqa: A001 (Sphinx's name)
+copyright = "2026, The flask-sessionstore team"
 release = _version("flask-sessionstore")
 version = ".".join(release.split(".")[:2])
 
