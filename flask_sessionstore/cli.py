@@ -130,25 +130,6 @@ def _is_active(user: Any) -> bool:
     return bool(getattr(user, "is_active", True))
 
 
-def _every(model: type[Any]) -> list[Any]:
-    """Return every stored object of ``model``.
-
-    The datastore has no primitive that lists users or roles, so this asks the model
-    itself, in the one way each supported ORM offers. It is the only ORM-aware code of
-    the CLI and goes away once the datastore can list.
-    """
-    objects = getattr(model, "objects", None)  # MongoEngine
-    if objects is not None:
-        return list(objects)
-    query = getattr(model, "query", None)  # Flask-SQLAlchemy
-    if query is not None:
-        return list(query)
-    select = getattr(model, "select", None)  # Peewee, Pony
-    if callable(select):
-        return list(select())
-    raise SessionStoreError(f"Cannot list the objects of {model.__name__} with this ORM.")
-
-
 def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}" if moment is not None else "-"
 
@@ -234,7 +215,7 @@ def list_users_command(role: str | None, inactive_only: bool) -> None:
     rows = []
     with _unit():
         wanted = _find_role(role).name if role is not None else None
-        for user in _every(ds.user_model):
+        for user in ds.list_users():
             if inactive_only and _is_active(user):
                 continue
             names = _role_names(user)
@@ -362,7 +343,7 @@ def list_roles_command() -> None:
         rows = sorted(
             (str(role.name), str(getattr(role, "description", None) or "-"),
              ", ".join(_permissions([role])) or "-")
-            for role in _every(current_datastore.role_model)
+            for role in current_datastore.list_roles()
         )
     if not rows:
         click.echo("No roles.")

@@ -177,6 +177,11 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         """Return the role named ``name`` (a storable string), or None."""
 
     @abc.abstractmethod
+    def _list(self, model: type[Any], offset: int, limit: int | None) -> list[Any]:
+        """Return stored objects of ``model`` (the user or the role model) in primary-key
+        order, ``offset`` and ``limit`` applied."""
+
+    @abc.abstractmethod
     def _get_user_by_pk(self, pk: Any) -> U | None:
         """Return the user whose primary key is ``pk`` (already parsed), or None."""
 
@@ -396,6 +401,16 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         if not isinstance(role, str) or not _storable(role):
             return None
         return self._find_role(role)
+
+    def list_users(self, *, offset: int = 0, limit: int | None = None) -> list[U]:
+        """Return users in primary-key order, ``offset`` and ``limit`` applied."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError("offset and limit must not be negative.")
+        return self._list(self.user_model, offset, limit)
+
+    def list_roles(self) -> list[R]:
+        """Return every role, in primary-key order."""
+        return self._list(self.role_model, 0, None)
 
     def get_user(self, identifier: Any) -> U | None:
         """Return the user ``identifier`` names, or None.

@@ -158,6 +158,24 @@ def test_delete_user_removes_role_links_and_sessions(backend: Backend, app: Any,
     ds.create_user(email="bob@example.com", password="pw", roles=["admin"])
 
 
+def test_list_users_and_roles(ds: Any) -> None:
+    ds.create_role(name="admin")
+    ds.create_role(name="editor")
+    for name in ("ann", "bob", "cat"):
+        ds.create_user(email=f"{name}@example.com", password="pw", roles=["admin"])
+    assert [u.email for u in ds.list_users()] == [
+        "ann@example.com",
+        "bob@example.com",
+        "cat@example.com",
+    ]
+    assert [u.email for u in ds.list_users(offset=1, limit=1)] == ["bob@example.com"]
+    assert ds.list_users(offset=3) == []
+    assert all(u.has_role("admin") for u in ds.list_users())
+    assert sorted(r.name for r in ds.list_roles()) == ["admin", "editor"]
+    with pytest.raises(ValueError):
+        ds.list_users(offset=-1)
+
+
 def test_activate_deactivate_toggle_report_changes(ds: Any) -> None:
     user = ds.create_user(email="ann@example.com", password="pw")
     assert ds.activate_user(user) is False

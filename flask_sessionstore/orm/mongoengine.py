@@ -273,6 +273,12 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         with self._translated():
             return self.role_model.objects(name=name).first()
 
+    def _list(self, model: type[Any], offset: int, limit: int | None) -> list[Any]:
+        self._flush()
+        with self._translated():
+            found = model.objects.order_by("pk").skip(offset)
+            return list(found.limit(limit) if limit is not None else found)
+
     def _get_user_by_pk(self, pk: Any) -> Any:
         self._flush()
         if not self._join_roles:

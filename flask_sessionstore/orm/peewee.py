@@ -344,6 +344,13 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
         with self._translated():
             return role.select().where(role.name == name).first()
 
+    def _list(self, model: type[Any], offset: int, limit: int | None) -> list[Any]:
+        query = model.select().order_by(model._meta.primary_key).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._translated():
+            return list(query)
+
     def _get_user_by_pk(self, pk: Any) -> Any:
         with self._translated():
             return self.user_model.get_or_none(self._pk_field == pk)

@@ -339,6 +339,12 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
         with self._unit():
             return self.role_model.select(lambda r: r.name == name).first()
 
+    def _list(self, model: type[Any], offset: int, limit: int | None) -> list[Any]:
+        with self._unit():
+            query = model.select().order_by(*model._pk_attrs_)
+            stop = None if limit is None else offset + limit
+            return list(query[offset:stop])
+
     def _get_user_by_pk(self, pk: Any) -> Any:
         # With its roles, in one SELECT, as a session's user comes (the cache in front
         # of the session rows reads the user this way).

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import contains_eager, relationship
+from sqlalchemy.orm import contains_eager, relationship, selectinload
 
 from ..datastore import ANY_USER, SessionRecord, UserDatastore
 from ..exceptions import ConstraintError, DatastoreUnavailableError, SessionStoreError
@@ -202,6 +202,15 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         query = sa.select(self.role_model).where(self.role_model.name == name).limit(1)
         with self._translated():
             return self.db.session.execute(query).scalars().first()
+
+    def _list(self, model: type[Any], offset: int, limit: int | None) -> list[Any]:
+        query = sa.select(model).order_by(*sa.inspect(model).primary_key)
+        if model is self.user_model and self._eager_roles:
+            # One more statement for every user's roles, not one per user.
+            query = query.options(selectinload(self.user_model.roles))
+        with self._translated():
+            found = self.db.session.execute(query.offset(offset).limit(limit)).scalars()
+            return list(found.all())
 
     def _get_user_by_pk(self, pk: Any) -> Any:
         query: Any = sa.select(self.user_model)
