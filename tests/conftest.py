@@ -108,6 +108,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Any:
             self.now += timedelta(seconds=seconds)
 
     fake = Clock()
-    for module in ("flask_sessionstore.datastore", "flask_sessionstore.sessions"):
+    for module in (
+        "flask_sessionstore.datastore",
+        "flask_sessionstore.sessions",
+        "flask_sessionstore.auth",
+    ):
         monkeypatch.setattr(f"{module}.utcnow", fake)
     return fake
