@@ -248,6 +248,21 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
 
     def init_app(self, app: Any) -> None:
         app.teardown_appcontext(self._end_unit_of_work)
+        with app.app_context():
+            engine = self.db.engine
+        isolation = engine.get_execution_options().get("isolation_level") or (
+            app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+        ).get("isolation_level")
+        if engine.dialect.name in ("mysql", "mariadb") and isolation != "READ COMMITTED":
+            # Session rows are written on their own connection. Under InnoDB's default
+            # REPEATABLE READ, db.session's snapshot is taken at its first query, so a
+            # session stored later in the same transaction (create_session, then
+            # retrieve_session) stays invisible to it until it ends.
+            log.warning(
+                "MariaDB/MySQL: set SQLALCHEMY_ENGINE_OPTIONS = {'isolation_level': "
+                "'READ COMMITTED'} so that sessions stored during a transaction are "
+                "visible to it (REPEATABLE READ keeps the snapshot of its first query)"
+            )
 
     def _end_unit_of_work(self, exc: BaseException | None) -> None:
         # Runs before Flask-SQLAlchemy's own teardown (registered earlier, so run

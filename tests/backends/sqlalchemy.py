@@ -61,6 +61,9 @@ class SQLAlchemyBackend(Backend):
         if self.database != "sqlite":
             url = own_database(url, "sessionstore_sqlalchemy")
         app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(url)
+        if self.database == "mariadb":
+            # The documented setting for MariaDB (docs/orms/sqlalchemy.rst).
+            app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"isolation_level": "READ COMMITTED"}
         self.app = app
         self.db = db = SQLAlchemy(app)
         self.User, self.Role = seed_models(db)
