@@ -19,9 +19,9 @@ def _public_objects() -> list[tuple[str, object]]:
 def _missing() -> list[str]:
     missing = []
     for name, obj in _public_objects():
-        if inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj):
-            if not inspect.getdoc(obj):
-                missing.append(name)
+        documentable = inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj)
+        if documentable and not inspect.getdoc(obj):
+            missing.append(name)
         if inspect.isclass(obj):
             for attribute, member in vars(obj).items():
                 if attribute.startswith("_"):
