@@ -268,9 +268,19 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
         except peewee.IntegrityError as exc:
             self._discard_unit()
             raise ConstraintError(str(exc)) from exc
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        except (peewee.DataError, peewee.ProgrammingError, peewee.OperationalError,
+                peewee.InterfaceError) as exc:
+            if _refused_value(exc):
+                # A value the column cannot hold or be compared with (too long, out of
+                # range, of another type): the input is at fault, not the database.
+                # PostgreSQL has aborted the transaction by now, so the unit is rolled
+                # back on every database alike.
+                self._discard_unit()
+                raise ConstraintError(str(exc)) from exc
             database = self._database
-            if not _link_lost(database):
+            if isinstance(exc, peewee.DataError | peewee.ProgrammingError) or not _link_lost(
+                database
+            ):
                 raise
             if not database.in_transaction():
                 # Forget the dead link now, so that the next use (outside a request
@@ -353,7 +363,12 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
 
     def _get_user_by_pk(self, pk: Any) -> Any:
         with self._translated():
-            return self.user_model.get_or_none(self._pk_field == pk)
+            user = self.user_model.get_or_none(self._pk_field == pk)
+        if user is not None:
+            # Its roles in one statement when read, as a session's user gets them (the
+            # cache in front of the session rows loads users this way).
+            self._attach_roles(user)
+        return user
 
     def _parse_pk(self, value: Any) -> Any:
         field = self._pk_field
@@ -563,6 +578,29 @@ def _record(row: Any) -> SessionRecord:
         last_seen_at=row.last_seen_at, expires_at=row.expires_at,
         user_agent=row.user_agent, ip_address=row.ip_address,
     )
+
+
+#: MySQL and MariaDB errors about a value in the statement, which their drivers report
+#: as OperationalError like a lost connection: 1241 a row where one value belongs, 1267,
+#: 1270 and 1271 an illegal mix of collations, 1292 a value malformed for its type, 4078
+#: operand types that cannot be compared.
+_MYSQL_REFUSED_VALUE = frozenset({1241, 1267, 1270, 1271, 1292, 4078})
+#: PostgreSQL's SQLSTATE for a value whose type the column does not take.
+_PG_DATATYPE_MISMATCH = "42804"
+
+
+def _refused_value(exc: Exception) -> bool:
+    """Return whether the database refused a value of the statement (rather than the
+    statement, the connection or the server being at fault)."""
+    if isinstance(exc, peewee.DataError):
+        return True
+    # Peewee re-raises the driver's error as its own class, whose first argument is the
+    # driver's error.
+    orig = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    if getattr(orig, "pgcode", None) == _PG_DATATYPE_MISMATCH:
+        return True
+    errno = orig.args[0] if orig.args else None
+    return isinstance(errno, int) and errno in _MYSQL_REFUSED_VALUE
 
 
 def _link_lost(database: Any) -> bool:

@@ -47,7 +47,9 @@ def own_database(url: str, name: str) -> str:
     names such as ``user``), and runs side by side, never meet. :func:`drop_own_databases`
     removes them at the end of the run.
     """
-    name = f"{name}_{os.getpid()}"
+    # Fixed at the first call and inherited by child processes (the load tests' server
+    # workers), so that they find the databases this run made.
+    name = f"{name}_{os.environ.setdefault('SESSIONSTORE_TEST_DB_SUFFIX', str(os.getpid()))}"
     parts = urlsplit(url)
     if parts.scheme.startswith("postgresql"):
         import psycopg2
