@@ -70,12 +70,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     orm, database = request.param
     found = make_backend(orm, database, tmp_path)
-    found.app = make_app()
-    found.setup(found.app)
-    try:
+    with found.running(make_app()):
         yield found
-    finally:
-        found.teardown()
 
 
 @pytest.fixture

@@ -31,12 +31,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MongoEng
     """The MongoEngine backend only (overrides the suite's fixture in this module)."""
     found = make_backend("mongoengine", request.param, tmp_path)
     assert isinstance(found, MongoEngineBackend)
-    found.app = make_app()
-    found.setup(found.app)
-    try:
+    with found.running(make_app()):
         yield found
-    finally:
-        found.teardown()
 
 
 def _login(client: Any, email: str = "ann@example.com") -> None:

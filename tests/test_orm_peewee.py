@@ -72,12 +72,8 @@ def _url(database: str, tmp_path: Path) -> str:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PeeweeBackend]:
     flavor, database = request.param
     found = PeeweeBackend(make_backend("peewee", database, tmp_path).url, database, flavor)
-    found.app = make_app()
-    found.setup(found.app)
-    try:
+    with found.running(make_app()):
         yield found
-    finally:
-        found.teardown()
 
 
 def _elsewhere(database: Any, work: Callable[[], T]) -> T:

@@ -45,12 +45,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PonyBack
     """The Pony backend only (overrides the suite's fixture in this module)."""
     found = make_backend("pony", request.param, tmp_path)
     assert isinstance(found, PonyBackend)
-    found.app = make_app()
-    found.setup(found.app)
-    try:
+    with found.running(make_app()):
         yield found
-    finally:
-        found.teardown()
 
 
 def _login(client: Any, email: str = "ann@example.com") -> Any:

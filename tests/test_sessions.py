@@ -12,24 +12,9 @@ from flask import Flask
 from flask_sessionstore.datastore import session_key
 
 from .backends import Backend
-
-
-def _seed(ds: Any) -> None:
-    ds.create_role(name="admin")
-    ds.create_role(name="analyst", permissions=["reports.read"])
-    ds.create_user(email="ann@example.com", password="pw", roles=["admin"])
-    ds.create_user(email="bob@example.com", password="pw")
-
-
-def _login(client: Any, email: str = "ann@example.com", **extra: str) -> Any:
-    response = client.post("/login", data={"email": email, "password": "pw", **extra})
-    assert response.status_code == 200, response.data
-    return response
-
-
-def _cookie(client: Any) -> str | None:
-    cookie = client.get_cookie("session")
-    return cookie.value if cookie is not None else None
+from .helpers import cookie as _cookie
+from .helpers import login as _login
+from .helpers import seed as _seed
 
 
 def test_seed_flow_roles_required(app: Flask, ds: Any) -> None:

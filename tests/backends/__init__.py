@@ -180,6 +180,16 @@ class Backend(abc.ABC):
         """Read the session table directly: one dict per row, the store's own columns."""
 
     @contextmanager
+    def running(self, app: Flask) -> Iterator[Backend]:
+        """Set up on ``app`` for a test, and tear down after it, whatever happens."""
+        self.app = app
+        self.setup(app)
+        try:
+            yield self
+        finally:
+            self.teardown()
+
+    @contextmanager
     def unit(self, app: Flask) -> Iterator[None]:
         """A block in which the datastore can be used outside a request."""
         with app.app_context():
