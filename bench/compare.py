@@ -318,7 +318,7 @@ def measure_purge(built: dict[str, Contender], plan: Plan,
             jobs.append((PurgeResult(label), lambda: run(contender)))
 
     rows, users = plan.purge_rows, plan.users
-    add(SESSIONSTORE, "flask-sessionstore `delete_expired()` (batch_size 1000, the default), "
+    add(SESSIONSTORE, "flask-sessionstore `delete_expired()` (the default batch size), "
         "SQLite", lambda c: purge_sessionstore(c, rows, users, None))
     add(SESSIONSTORE, "flask-sessionstore `delete_expired(batch_size=10000)`, SQLite",
         lambda c: purge_sessionstore(c, rows, users, 10_000))
