@@ -88,6 +88,7 @@ def test_get_user_by_pk_email_and_garbage(ds: Any) -> None:
         "\u00b2",  # superscript two: str.isdigit() says yes, int() says no
         "\u0663",  # Arabic-Indic three: int() takes it, no key is written so
         "1_000",
+        "0" * 10_000,  # int() refuses strings of more than 4,300 digits
         3.5,
         True,
     ):

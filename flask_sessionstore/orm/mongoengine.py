@@ -42,7 +42,7 @@ from mongoengine import (
 )
 from mongoengine.base import BaseList
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
-from mongoengine.errors import NotUniqueError
+from mongoengine.errors import NotUniqueError, ValidationError
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
@@ -178,6 +178,10 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
         try:
             yield
         except (NotUniqueError, DuplicateKeyError) as exc:
+            raise ConstraintError(str(exc)) from exc
+        except ValidationError as exc:
+            # The document's own schema refused a value (too long, of another type,
+            # required but missing) before anything was sent: nothing was written.
             raise ConstraintError(str(exc)) from exc
         except ConnectionFailure as exc:
             raise DatastoreUnavailableError(str(exc)) from exc

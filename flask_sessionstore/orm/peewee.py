@@ -268,6 +268,10 @@ class PeeweeUserDatastore(UserDatastore[Any, Any]):
         except peewee.IntegrityError as exc:
             self._discard_unit()
             raise ConstraintError(str(exc)) from exc
+        except OverflowError as exc:
+            # sqlite3 refuses an int beyond 64 bits itself, outside the DB-API errors.
+            self._discard_unit()
+            raise ConstraintError(str(exc)) from exc
         except (peewee.DataError, peewee.ProgrammingError, peewee.OperationalError,
                 peewee.InterfaceError) as exc:
             if _refused_value(exc):
@@ -594,13 +598,25 @@ def _refused_value(exc: Exception) -> bool:
     statement, the connection or the server being at fault)."""
     if isinstance(exc, peewee.DataError):
         return True
-    # Peewee re-raises the driver's error as its own class, whose first argument is the
-    # driver's error.
-    orig = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    # Peewee raises its own class while handling the driver's error, which is then the
+    # context (Peewee 3 also passes it as the first argument; Peewee 4 its message).
+    orig = exc.__cause__ or exc.__context__ or exc
     if getattr(orig, "pgcode", None) == _PG_DATATYPE_MISMATCH:
+        return True
+    if isinstance(exc, peewee.ProgrammingError) and _unsendable(orig):
         return True
     errno = orig.args[0] if orig.args else None
     return isinstance(errno, int) and errno in _MYSQL_REFUSED_VALUE
+
+
+def _unsendable(orig: BaseException) -> bool:
+    """Return whether the driver refused, before sending anything, a value it cannot
+    send: sqlite3 and psycopg2 a list or a dict, PyMySQL an infinite float. Each raises
+    the ProgrammingError of a bad statement, told apart only by its words."""
+    message = str(orig)
+    return message.startswith(("Error binding parameter", "can't adapt type")) or (
+        message.endswith("can not be used with MySQL")
+    )
 
 
 def _link_lost(database: Any) -> bool:

@@ -271,6 +271,13 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
                                   pony_core.CacheIndexError)):
                 self._safe_rollback()
                 raise ConstraintError(str(cause)) from exc
+            if _refused_value(cause):
+                # A value the column cannot hold or be compared with (too long, out of
+                # range, of another type): the input is at fault, not the database.
+                # PostgreSQL has aborted the transaction by now, so it is rolled back on
+                # every database alike.
+                self._safe_rollback()
+                raise ConstraintError(str(cause)) from exc
             if isinstance(cause, (dbapiprovider.OperationalError, dbapiprovider.InterfaceError,
                                   pony_core.ConnectionClosedError)):
                 # A lost or refused connection, a lock timeout, a deadlock: the database
@@ -361,7 +368,8 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
             if isinstance(value, str):
                 text = value.strip()
                 digits = text[1:] if text.startswith("-") else text
-                if not (digits.isascii() and digits.isdecimal()):
+                # A key has at most 20 digits; int() would refuse a string of thousands.
+                if not (digits.isascii() and digits.isdecimal()) or len(digits) > 20:
                     return None
                 value = int(text)
             if not isinstance(value, int):
@@ -636,6 +644,29 @@ def _cause(exc: BaseException) -> BaseException:
         else:
             break
     return exc
+
+
+#: MySQL and MariaDB errors about a value in the statement, which their drivers report
+#: as OperationalError like a lost connection: 1241 a row where one value belongs, 1267,
+#: 1270 and 1271 an illegal mix of collations, 1292 a value malformed for its type, 4078
+#: operand types that cannot be compared.
+_MYSQL_REFUSED_VALUE = frozenset({1241, 1267, 1270, 1271, 1292, 4078})
+#: PostgreSQL's SQLSTATE for a value whose type the column does not take.
+_PG_DATATYPE_MISMATCH = "42804"
+
+
+def _refused_value(cause: BaseException) -> bool:
+    """Return whether the database refused a value of the statement (rather than the
+    statement, the connection or the server being at fault)."""
+    if isinstance(cause, dbapiprovider.DataError):
+        return True
+    if not isinstance(cause, dbapiprovider.DBException):
+        return False
+    orig = cause.original_exc
+    if getattr(orig, "pgcode", None) == _PG_DATATYPE_MISMATCH:
+        return True
+    errno = orig.args[0] if orig is not None and orig.args else None
+    return isinstance(errno, int) and errno in _MYSQL_REFUSED_VALUE
 
 
 def _columns_of(entity: Any, start: int) -> tuple[dict[Any, list[int]], list[str]]:

@@ -119,12 +119,33 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         except sa_exc.IntegrityError as exc:
             self.db.session.rollback()
             raise ConstraintError(str(exc.orig)) from exc
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError) as exc:
+        except OverflowError as exc:
+            # sqlite3 refuses an int beyond 64 bits itself, outside the DB-API errors.
+            _safe_rollback(self.db.session)
+            raise ConstraintError(str(exc)) from exc
+        except (sa_exc.DBAPIError, sa_exc.DisconnectionError) as exc:
+            if isinstance(exc, sa_exc.DBAPIError) and _refused_value(exc):
+                # A value the column cannot hold or be compared with (too long, out of
+                # range, of another type): the input is at fault, not the database.
+                # PostgreSQL has aborted the transaction by now, so the unit of work is
+                # rolled back on every database alike.
+                _safe_rollback(self.db.session)
+                raise ConstraintError(str(exc.orig)) from exc
+            if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                                    sa_exc.DisconnectionError)):
+                raise
             # A lost or refused connection, a lock timeout, a deadlock: the database
             # cannot serve now. The pool drops a dead connection by itself, so the next
             # request reconnects.
             _safe_rollback(self.db.session)
             raise DatastoreUnavailableError(str(getattr(exc, "orig", exc))) from exc
+        except sa_exc.StatementError as exc:
+            if not isinstance(exc.orig, (TypeError, ValueError)):
+                raise
+            # SQLAlchemy's own conversion refused a value before sending it (SQLite's
+            # DateTime takes no string): the same refusal as the database's DataError.
+            _safe_rollback(self.db.session)
+            raise ConstraintError(str(exc.orig)) from exc
 
     def put(self, model: Any) -> Any:
         with self._translated():
@@ -227,7 +248,9 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
             if isinstance(value, str):
                 # int() accepts more than ASCII digits ("٣", "1_000"); a key is plain.
                 text = value.strip()
-                if not (text.isascii() and text.lstrip("-").isdigit()):
+                digits = text.lstrip("-")
+                # A key has at most 20 digits; int() would refuse a string of thousands.
+                if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
                     return None
                 value = int(text)
             return value if isinstance(value, int) and value in _BIGINT_RANGE else None
@@ -445,6 +468,39 @@ def _python_type(column: sa.Column[Any]) -> type | None:
         return column.type.python_type
     except NotImplementedError:
         return None
+
+
+#: MySQL and MariaDB errors about a value in the statement, which their drivers report
+#: as OperationalError like a lost connection: 1241 a row where one value belongs, 1267,
+#: 1270 and 1271 an illegal mix of collations, 1292 a value malformed for its type, 4078
+#: operand types that cannot be compared.
+_MYSQL_REFUSED_VALUE = frozenset({1241, 1267, 1270, 1271, 1292, 4078})
+#: PostgreSQL's SQLSTATE for a value whose type the column does not take.
+_PG_DATATYPE_MISMATCH = "42804"
+
+
+def _unsendable(orig: BaseException | None) -> bool:
+    """Return whether the driver refused, before sending anything, a value it cannot
+    send: sqlite3 and psycopg2 a list or a dict, PyMySQL an infinite float. Each raises
+    the ProgrammingError of a bad statement, told apart only by its words."""
+    message = str(orig)
+    return message.startswith(("Error binding parameter", "can't adapt type")) or (
+        message.endswith("can not be used with MySQL")
+    )
+
+
+def _refused_value(exc: sa_exc.DBAPIError) -> bool:
+    """Return whether the database refused a value of the statement (rather than the
+    statement, the connection or the server being at fault)."""
+    if isinstance(exc, sa_exc.DataError):
+        return True
+    orig = exc.orig
+    if getattr(orig, "pgcode", None) == _PG_DATATYPE_MISMATCH:
+        return True
+    if isinstance(exc, sa_exc.ProgrammingError) and _unsendable(orig):
+        return True
+    errno = orig.args[0] if orig is not None and orig.args else None
+    return isinstance(errno, int) and errno in _MYSQL_REFUSED_VALUE
 
 
 def _safe_rollback(session: Any) -> None:
