@@ -47,11 +47,24 @@ def test_state_lives_in_app_extensions(sqlite_backend: Backend) -> None:
 
 def test_one_extension_object_serves_several_apps(sqlite_backend: Backend) -> None:
     store = SessionStore(datastore=sqlite_backend.datastore)
-    first, second = sqlite_backend.app, _fresh_app()
+    first = sqlite_backend.app
+    second = _fresh_app(SQLALCHEMY_DATABASE_URI=first.config["SQLALCHEMY_DATABASE_URI"])
+    sqlite_backend.db.init_app(second)  # type: ignore[attr-defined]
     store.init_app(first)
     store.init_app(second)
     assert first.session_interface is not second.session_interface
     assert first.extensions["sessionstore"].datastore is sqlite_backend.datastore
+    with second.app_context():
+        sqlite_backend.datastore.create_user(email="ann@example.com", password="pw")
+    response = second.test_client().post(
+        "/login", data={"email": "ann@example.com", "password": "pw"}
+    )
+    assert response.status_code == 200
+
+
+def test_an_app_without_the_datastores_db_is_refused(sqlite_backend: Backend) -> None:
+    with pytest.raises(RuntimeError, match=r"db\.init_app\(app\)"):
+        SessionStore(_fresh_app(), datastore=sqlite_backend.datastore)
 
 
 def test_second_init_app_says_what_to_do(sqlite_backend: Backend) -> None:

@@ -270,6 +270,11 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
         return identity[0] if identity is not None else getattr(user, self._pk_name)
 
     def init_app(self, app: Any) -> None:
+        if app.extensions.get("sqlalchemy") is not self.db:
+            raise RuntimeError(
+                "This app is not set up with the datastore's Flask-SQLAlchemy object: call "
+                "db.init_app(app) before SessionStore.init_app(app)."
+            )
         app.teardown_appcontext(self._end_unit_of_work)
         with app.app_context():
             engine = self.db.engine
