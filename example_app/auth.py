@@ -8,7 +8,13 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import LoginManager, current_user
 from werkzeug.wrappers import Response
 
-from flask_sessionstore import PasswordError, UserExistsError, login_user, logout_user
+from flask_sessionstore import (
+    ConstraintError,
+    PasswordError,
+    UserExistsError,
+    login_user,
+    logout_user,
+)
 
 from .web import get_backend, safe_next
 
@@ -18,7 +24,8 @@ bp = Blueprint("auth", __name__)
 
 #: NIST SP 800-63B asks for at least 8 characters and no composition rules.
 MIN_PASSWORD_LENGTH = 8
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# No white space and no control character (NUL, DEL...) anywhere.
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
 
 
 def make_login_manager() -> LoginManager:
@@ -66,6 +73,9 @@ def register() -> Response | str | tuple[str, int]:
                 problem = "An account with that email already exists."
             except PasswordError as exc:
                 problem = str(exc)
+            except ConstraintError:
+                # A value the database cannot hold (valid_email lets few through).
+                problem = "Enter a valid email address."
         if problem is None:
             flash("Your account is ready. Log in to continue.", "success")
             return redirect(url_for("auth.login", email=email))

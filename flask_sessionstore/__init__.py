@@ -20,6 +20,7 @@ from .decorators import (
 from .exceptions import (
     ConstraintError,
     DatastoreUnavailableError,
+    InvalidValueError,
     PasswordError,
     SessionStoreError,
     UnknownRoleError,
@@ -43,6 +44,7 @@ __all__ = [
     "BearerToken",
     "ConstraintError",
     "DatastoreUnavailableError",
+    "InvalidValueError",
     "MongoEngineUserDatastore",
     "PasswordError",
     "PasswordHasher",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from . import signals
 from .exceptions import (
     ConstraintError,
+    InvalidValueError,
     PasswordError,
     SessionStoreError,
     UnknownRoleError,
@@ -392,6 +393,9 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             raise TypeError("find_user needs at least one attribute to look up.")
         if not all(_storable(value) for value in kwargs.values()):
             return None
+        if any(not _identity_value(kwargs[name]) for name in self.identity_attributes
+               if name in kwargs):
+            return None  # an email that is an int, a list... equals no stored one
         if case_insensitive:
             kwargs = {k: v.lower() if isinstance(v, str) else v for k, v in kwargs.items()}
         return self._find_user(case_insensitive, kwargs)
@@ -446,6 +450,11 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         """
         fields = dict(kwargs)
         _check_storable(fields)
+        for attribute in self.identity_attributes:
+            if not _identity_value(fields.get(attribute)):
+                raise InvalidValueError(
+                    f"{attribute} must be a str, not {type(fields[attribute]).__name__}."
+                )
         roles = [self._resolve_role(role) for role in fields.pop("roles", None) or ()]
         if fields.get("password") is not None:
             fields["password"] = self.hash_password(fields["password"])
@@ -456,14 +465,21 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             fields[token_attribute] = secrets.token_urlsafe(32)
         for attribute in self.identity_attributes:
             value = fields.get(attribute)
-            if value is not None and self.find_user(case_insensitive=True, **{attribute: value}):
+            # The exact value too: the database's lower() and Python's disagree on some
+            # letters ("İ"), and a model need not make the attribute unique.
+            if value is not None and (
+                self.find_user(case_insensitive=True, **{attribute: value})
+                or self.find_user(**{attribute: value})
+            ):
                 raise UserExistsError(f"A user with {attribute} {value!r} already exists.")
         try:
             with self.transaction():
-                user: U = self.user_model(**fields)
+                user: U = _build(self.user_model, fields)
                 self.put(user)
                 for role in _unique_by_name(roles):
                     self._add_role(user, role)
+        except InvalidValueError:
+            raise
         except ConstraintError as exc:
             # Each database words a uniqueness failure its own way; anything else (a
             # required column left empty, say) is not "the user exists".
@@ -523,10 +539,13 @@ class UserDatastore(abc.ABC, Generic[U, R]):
         if self.find_role(name) is not None:
             raise ConstraintError(f"A role named {name!r} already exists.")
         permissions = fields.pop("permissions", None)
+        names = parse_permissions(permissions) if permissions is not None else None
+        if names is not None:
+            _check_permission_names(names)
         with self.transaction():
-            role = self.role_model(**fields)
-            if permissions is not None:
-                _store_permissions(role, parse_permissions(permissions))
+            role: R = _build(self.role_model, fields)
+            if names is not None:
+                _store_permissions(role, names)
             self.put(role)
         return role
 
@@ -577,6 +596,8 @@ class UserDatastore(abc.ABC, Generic[U, R]):
                 f"{type(found).__name__} has no 'permissions' attribute; add a text or list "
                 "column named 'permissions' to the role model to use permissions."
             )
+        if add:
+            _check_permission_names(names)
         current = parse_permissions(found.permissions)
         updated = current | names if add else current - names
         if updated == current:
@@ -592,6 +613,10 @@ class UserDatastore(abc.ABC, Generic[U, R]):
             if found is None:
                 raise UnknownRoleError(f"There is no role named {role!r}.")
             return found
+        if not isinstance(role, self.role_model):
+            raise UnknownRoleError(
+                f"{role!r} is neither a role name nor a {self.role_model.__name__}."
+            )
         return role
 
     def _holds(self, user: U, role: R) -> bool:
@@ -929,15 +954,48 @@ class SessionAdmin:
 
 
 def _storable(value: Any) -> bool:
-    # PostgreSQL rejects NUL in text and other stores truncate at it: such a value can
-    # neither be stored nor match anything stored.
-    return not (isinstance(value, str) and "\x00" in value)
+    # PostgreSQL rejects NUL in text and other stores truncate at it; a lone surrogate
+    # has no UTF-8 form, which every driver needs: such a value can neither be stored
+    # nor match anything stored.
+    if not isinstance(value, str):
+        return True
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_storable(fields: dict[str, Any]) -> None:
     for name, value in fields.items():
         if not _storable(value):
-            raise SessionStoreError(f"{name} must not contain a NUL character.")
+            raise InvalidValueError(
+                f"{name} must not contain a NUL character or a lone surrogate."
+            )
+
+
+def _identity_value(value: Any) -> bool:
+    # Emails and usernames are strings (or unset): any other value would reach the
+    # database as a number, an array or an operator, which each one treats its own way.
+    return value is None or isinstance(value, str)
+
+
+def _check_permission_names(names: frozenset[str]) -> None:
+    if not all(_storable(name) for name in names):
+        raise InvalidValueError(
+            "A permission name must not contain a NUL character or a lone surrogate."
+        )
+
+
+def _build(model: type[Any], fields: dict[str, Any]) -> Any:
+    """Make an object of ``model``. An ORM that checks values in Python (Pony) refuses
+    a bad one here, with a ValueError, before any database sees it."""
+    try:
+        return model(**fields)
+    except ValueError as exc:
+        raise InvalidValueError(f"{model.__name__} refused a value: {exc}") from exc
 
 
 def _unique_by_name(roles: Iterable[R]) -> list[R]:
@@ -956,7 +1014,10 @@ def _store_permissions(role: Any, names: frozenset[str]) -> None:
     # column (or an unset one) gets comma-separated names.
     current = getattr(role, "permissions", None)
     ordered = sorted(names)
-    if current is not None and not isinstance(current, str):
-        role.permissions = ordered
-    else:
-        role.permissions = ",".join(ordered)
+    try:
+        if current is not None and not isinstance(current, str):
+            role.permissions = ordered
+        else:
+            role.permissions = ",".join(ordered)
+    except ValueError as exc:  # an ORM that checks values in Python (Pony)
+        raise InvalidValueError(f"The permissions cannot be stored: {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConstraintError",
     "DatastoreUnavailableError",
+    "InvalidValueError",
     "PasswordError",
     "SessionStoreError",
     "UnknownRoleError",
@@ -27,6 +28,12 @@ class ConstraintError(SessionStoreError):
 
     The unit of work has been rolled back when this is raised: nothing is half-written.
     """
+
+
+class InvalidValueError(ConstraintError, ValueError):
+    """A value cannot be stored: of the wrong type for its field, too long for its
+    column, or holding a character the database refuses (NUL, a lone surrogate).
+    Nothing was written."""
 
 
 class UserExistsError(ConstraintError):

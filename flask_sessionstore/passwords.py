@@ -64,6 +64,11 @@ class PasswordHasher:
         if not isinstance(password, str):
             raise PasswordError(f"A password must be a str, not {type(password).__name__}.")
         normalized = unicodedata.normalize("NFKC", password)
+        try:
+            normalized.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate: a Python str, but not text; no hash scheme takes it.
+            raise PasswordError("A password must not contain a lone surrogate.") from None
         if not normalized:
             raise PasswordError("A password must not be empty.")
         if len(normalized) > self.max_length:

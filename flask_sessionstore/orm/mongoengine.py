@@ -310,7 +310,11 @@ class MongoEngineUserDatastore(UserDatastore[Any, Any]):
                 return ObjectId(value)
             return None
         if isinstance(pk_field, (IntField, SequenceField)):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if isinstance(value, str):
+                digits = value.strip().removeprefix("-")
+                # isdigit() takes "²", which int() refuses, as it refuses over 4300 digits.
+                if not (digits.isascii() and digits.isdecimal()) or len(digits) > 19:
+                    return None
                 value = int(value)
             return value if isinstance(value, int) and value in _INT64_RANGE else None
         if isinstance(pk_field, UUIDField):

@@ -336,6 +336,11 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
             # Pony reads a lambda's outer names when filter() is called, so each filter
             # keeps the name and value of its own turn of the loop.
             for name, value in criteria.items():
+                if isinstance(value, str) and _autostrip(getattr(self.user_model, name)):
+                    # Pony strips a string when it stores it (autostrip, on by default):
+                    # compare as stored, or " ann@example.com" would find no Ann and
+                    # create_user would store a second one.
+                    value = value.strip()
                 if case_insensitive and isinstance(value, str):
                     query = query.filter(lambda u: getattr(u, name).lower() == value)  # noqa: B023
                 else:
@@ -343,6 +348,8 @@ class PonyUserDatastore(UserDatastore[Any, Any]):
             return query.first()
 
     def _find_role(self, name: str) -> Any:
+        if _autostrip(self.role_model.name):
+            name = name.strip()  # compared as Pony stores it (see _find_user)
         with self._unit():
             return self.role_model.select(lambda r: r.name == name).first()
 
@@ -623,6 +630,12 @@ def _sql(*parts: str) -> str:
     """Join the parts of a statement: SQL words and the identifiers the provider quoted
     at mapping time. Values are never parts: they are always $parameters."""
     return " ".join(part for part in parts if part)
+
+
+def _autostrip(attribute: Any) -> bool:
+    """Whether Pony strips a string stored in ``attribute`` (its default for str)."""
+    converters = attribute.converters
+    return bool(converters) and bool(getattr(converters[0], "autostrip", False))
 
 
 def _record_field(name: str) -> str:

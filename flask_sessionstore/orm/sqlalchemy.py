@@ -23,7 +23,12 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import contains_eager, relationship, selectinload
 
 from ..datastore import ANY_USER, SessionRecord, UserDatastore
-from ..exceptions import ConstraintError, DatastoreUnavailableError, SessionStoreError
+from ..exceptions import (
+    ConstraintError,
+    DatastoreUnavailableError,
+    InvalidValueError,
+    SessionStoreError,
+)
 
 __all__ = ["SQLAlchemyUserDatastore", "session_model_for"]
 
@@ -148,6 +153,7 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
             raise ConstraintError(str(exc.orig)) from exc
 
     def put(self, model: Any) -> Any:
+        _check_strings(model)
         with self._translated():
             self.db.session.add(model)
             self.db.session.flush()
@@ -435,6 +441,21 @@ class SQLAlchemyUserDatastore(UserDatastore[Any, Any]):
             query = sa.delete(table).where(table.c.key.in_(batch))
         with self._write() as connection:
             return int(connection.execute(query).rowcount)
+
+
+def _check_strings(model: Any) -> None:
+    """Refuse a value that is not a str for a string column, before it is sent: each
+    driver sends a list or a dict its own way, if at all (PyMySQL as SQL: "()")."""
+    state = sa.inspect(model)
+    for attribute in state.mapper.column_attrs:
+        kind = attribute.columns[0].type
+        value = state.dict.get(attribute.key)
+        if (isinstance(kind, sa.String) and not isinstance(kind, sa.Enum)
+                and value is not None and not isinstance(value, str)):
+            raise InvalidValueError(
+                f"{type(model).__name__}.{attribute.key} must be a str, "
+                f"not {type(value).__name__}."
+            )
 
 
 def _warn_if_unindexed(link: sa.Table, user_table: sa.Table) -> None:
