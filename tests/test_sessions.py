@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import flask_login
-import pytest
 from flask import Flask
 
 from flask_sessionstore.datastore import session_key
@@ -191,21 +190,6 @@ def test_login_rotates_the_id_and_the_old_one_dies(app: Flask, ds: Any, backend:
     assert replay.get("/me").status_code == 401
 
 
-def test_logout_deletes_the_row_and_clears_the_cookie(
-    app: Flask, ds: Any, backend: Backend
-) -> None:
-    _seed(ds)
-    client = app.test_client()
-    _login(client)
-    old = _cookie(client)
-    response = client.post("/logout")
-    assert "session=;" in response.headers["Set-Cookie"]
-    assert backend.session_rows() == []
-    replay = app.test_client()
-    replay.set_cookie("session", old)
-    assert replay.get("/me").status_code == 401
-
-
 def test_remember_me_is_a_permanent_server_side_session(
     app: Flask, ds: Any, backend: Backend
 ) -> None:
@@ -218,14 +202,6 @@ def test_remember_me_is_a_permanent_server_side_session(
     assert "Expires=" in cookie
     assert "remember_token" not in " ".join(remembered.headers.getlist("Set-Cookie"))
     assert len(backend.session_rows()) == 2
-
-
-def test_cookie_flags(app: Flask, ds: Any) -> None:
-    _seed(ds)
-    cookie = _login(app.test_client()).headers["Set-Cookie"]
-    assert "HttpOnly" in cookie
-    assert "SameSite=Lax" in cookie
-    assert "Secure" not in cookie  # testing mode; see test_extension for the default
 
 
 # -- expiry --------------------------------------------------------------------------
@@ -244,32 +220,6 @@ def test_idle_timeout_is_checked_on_read(app: Flask, ds: Any, backend: Backend, 
     assert len(backend.session_rows()) == 1  # dead rows wait for the purge
 
 
-def test_absolute_timeout_ends_even_an_active_session(app: Flask, ds: Any, clock: Any) -> None:
-    _seed(ds)
-    client = app.test_client()
-    _login(client)
-    for _ in range(23):
-        clock.advance(30 * 60)
-        assert client.get("/me").status_code == 200
-    clock.advance(30 * 60 + 1)
-    assert client.get("/me").status_code == 401
-
-
-def test_renewal_writes_at_most_once_per_interval(
-    app: Flask, ds: Any, backend: Backend, clock: Any
-) -> None:
-    _seed(ds)
-    client = app.test_client()
-    _login(client)
-    writes = 0
-    for _ in range(20):
-        clock.advance(30)  # 20 requests over 10 minutes; the interval is 5 minutes
-        with backend.count() as counter:
-            assert client.get("/me").status_code == 200
-        writes += len(counter.writes)
-    assert writes == 2
-
-
 def test_delete_expired_purges_only_dead_rows(
     app: Flask, ds: Any, backend: Backend, clock: Any
 ) -> None:
@@ -282,21 +232,6 @@ def test_delete_expired_purges_only_dead_rows(
     assert ds.delete_expired(batch_size=1) == 1
     assert len(backend.session_rows()) == 1
     assert fresh.get("/me").status_code == 200
-
-
-def test_password_change_ends_other_sessions_and_rotates_this_one(
-    app: Flask, ds: Any, backend: Backend
-) -> None:
-    _seed(ds)
-    here, there = app.test_client(), app.test_client()
-    _login(here)
-    _login(there)
-    before = _cookie(here)
-    assert here.post("/password", data={"new_password": "new"}).status_code == 200
-    assert _cookie(here) not in (None, before)
-    assert here.get("/me").status_code == 200
-    assert there.get("/me").status_code == 401
-    assert len(backend.session_rows()) == 1
 
 
 def test_list_and_revoke_sessions(app: Flask, ds: Any, backend: Backend) -> None:
@@ -318,27 +253,3 @@ def test_list_and_revoke_sessions(app: Flask, ds: Any, backend: Backend) -> None
     assert second.get("/me").status_code == 200
     assert ds.revoke_user_sessions(ann) == 1
     assert second.get("/me").status_code == 401
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "x",
-        "A" * 42,
-        "A" * 44,
-        "A" * 10_000,
-        "é" * 43,
-        "' OR 1=1 --" + "A" * 32,
-        "A" * 42 + "\x00",
-    ],
-)
-def test_malformed_cookies_are_no_cookie(app: Flask, ds: Any, backend: Backend, value: str) -> None:
-    client = app.test_client()
-    client.set_cookie("session", value)
-    with backend.count() as counter:
-        response = client.get("/cart")
-    assert response.status_code == 200
-    assert response.get_json() == {"cart": 0}
-    assert counter.count == 0
-    assert backend.session_rows() == []
