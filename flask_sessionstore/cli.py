@@ -371,11 +371,7 @@ def delete_role_command(name: str, yes: bool) -> None:
 @click.argument("name", metavar="ROLE")
 def add_role_command(identifier: str, name: str) -> None:
     """Grant ROLE to USER (an email or an id)."""
-    with _unit():
-        user = _find_user(identifier)
-        label = _label(user)
-        changed = current_datastore.add_role_to_user(user, _find_role(name))
-    click.echo(f"Granted {name} to {label}." if changed else f"{label} already has {name}.")
+    _change_role(identifier, name, grant=True)
 
 
 @roles_cli.command("remove")
@@ -383,11 +379,20 @@ def add_role_command(identifier: str, name: str) -> None:
 @click.argument("name", metavar="ROLE")
 def remove_role_command(identifier: str, name: str) -> None:
     """Take ROLE away from USER."""
+    _change_role(identifier, name, grant=False)
+
+
+def _change_role(identifier: str, name: str, *, grant: bool) -> None:
+    ds = current_datastore
     with _unit():
         user = _find_user(identifier)
         label = _label(user)
-        changed = current_datastore.remove_role_from_user(user, _find_role(name))
-    click.echo(f"Removed {name} from {label}." if changed else f"{label} does not have {name}.")
+        change = ds.add_role_to_user if grant else ds.remove_role_from_user
+        changed = change(user, _find_role(name))
+    if grant:
+        click.echo(f"Granted {name} to {label}." if changed else f"{label} already has {name}.")
+    else:
+        click.echo(f"Removed {name} from {label}." if changed else f"{label} does not have {name}.")
 
 
 def _edit_permissions(name: str, permissions: tuple[str, ...], *, add: bool) -> None:

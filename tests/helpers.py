@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 
@@ -24,3 +25,10 @@ def cookie(client: Any) -> str | None:
     """The session id ``client`` holds, if any."""
     found = client.get_cookie("session")
     return found.value if found is not None else None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..helpers import free_port
+
 __all__ = [
     "Outage",
     "PrivateMariaDB",
@@ -67,13 +69,6 @@ class Outage:
     @property
     def seconds(self) -> float:
         return self.ready - self.began
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _port_is_free(port: int) -> bool:
