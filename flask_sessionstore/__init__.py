@@ -8,8 +8,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .admin import SessionAdmin
 from .auth import AuthMethod, BearerToken, SessionCookie, TrustedHeader
-from .datastore import SessionAdmin, SessionRecord, UserDatastore
+from .contract import ModelStore, SessionRows
+from .datastore import UserDatastore
 from .decorators import (
     auth_required,
     permissions_accepted,
@@ -20,6 +22,7 @@ from .decorators import (
 from .exceptions import (
     ConstraintError,
     DatastoreUnavailableError,
+    DuplicateError,
     InvalidValueError,
     PasswordError,
     SessionStoreError,
@@ -27,11 +30,14 @@ from .exceptions import (
     UnknownUserError,
     UserExistsError,
 )
-from .extension import SessionStore, current_datastore
+from .extension import SessionStore
+from .lifecycle import SessionLifecycle, SessionPolicy
 from .login import login_user, logout_user
 from .mixins import RoleMixin, UserMixin
 from .passwords import PasswordHasher
+from .records import KeyKind, SessionRecord
 from .sessions import ServerSession, ServerSessionInterface
+from .state import SessionStoreState, current_datastore, get_state
 
 if TYPE_CHECKING:
     from .orm.mongoengine import MongoEngineUserDatastore
@@ -44,7 +50,10 @@ __all__ = [
     "BearerToken",
     "ConstraintError",
     "DatastoreUnavailableError",
+    "DuplicateError",
     "InvalidValueError",
+    "KeyKind",
+    "ModelStore",
     "MongoEngineUserDatastore",
     "PasswordError",
     "PasswordHasher",
@@ -56,9 +65,13 @@ __all__ = [
     "ServerSessionInterface",
     "SessionAdmin",
     "SessionCookie",
+    "SessionLifecycle",
+    "SessionPolicy",
     "SessionRecord",
+    "SessionRows",
     "SessionStore",
     "SessionStoreError",
+    "SessionStoreState",
     "TrustedHeader",
     "UnknownRoleError",
     "UnknownUserError",
@@ -67,6 +80,7 @@ __all__ = [
     "UserMixin",
     "auth_required",
     "current_datastore",
+    "get_state",
     "login_user",
     "logout_user",
     "permissions_accepted",

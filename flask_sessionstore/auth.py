@@ -12,16 +12,13 @@ from __future__ import annotations
 import abc
 import ipaddress
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from flask import Request, g
 from flask.sessions import session_json_serializer
 
-from .datastore import TOKEN_MARK, session_key, utcnow
-from .sessions import parse_session_id, renew_if_due
-
-if TYPE_CHECKING:
-    from .extension import _State
+from .records import TOKEN_MARK, parse_session_id, session_key, utcnow
+from .state import SessionStoreState
 
 __all__ = ["AuthMethod", "BearerToken", "SessionCookie", "TrustedHeader", "build_methods"]
 
@@ -33,7 +30,7 @@ class AuthMethod(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def load_user(self, request: Request, state: _State) -> Any:
+    def load_user(self, request: Request, state: SessionStoreState) -> Any:
         """Return the active user this request proves, or None."""
 
 
@@ -42,7 +39,7 @@ class SessionCookie(AuthMethod):
 
     name = "session"
 
-    def load_user(self, request: Request, state: _State) -> Any:
+    def load_user(self, request: Request, state: SessionStoreState) -> Any:
         return None  # Already tried by the user loader before the chain runs.
 
 
@@ -56,7 +53,7 @@ class BearerToken(AuthMethod):
 
     name = "token"
 
-    def load_user(self, request: Request, state: _State) -> Any:
+    def load_user(self, request: Request, state: SessionStoreState) -> Any:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
@@ -64,7 +61,7 @@ class BearerToken(AuthMethod):
         if session_id is None:
             return None
         now = utcnow()
-        found = state.datastore._load_row(session_key(session_id), now)
+        found = state.datastore.rows.load(session_key(session_id), now)
         if found is None:
             return None
         record, user = found
@@ -72,7 +69,7 @@ class BearerToken(AuthMethod):
             return None
         if not session_json_serializer.loads(record.data).get(TOKEN_MARK):
             return None  # A cookie session's id is not a bearer token (S06).
-        renew_if_due(state.datastore, state.session_interface.policy, record, now)
+        state.datastore.lifecycle.renew_if_due(record, now)
         return user
 
 
@@ -104,7 +101,7 @@ class TrustedHeader(AuthMethod):
             return False
         return any(client in network for network in self.proxies)
 
-    def load_user(self, request: Request, state: _State) -> Any:
+    def load_user(self, request: Request, state: SessionStoreState) -> Any:
         value = request.headers.get(self.header)
         if not value or not self._from_proxy(request.remote_addr):
             return None

@@ -1,11 +1,14 @@
-"""An optional Redis cache in front of the session rows.
+"""An optional Redis cache in front of the session rows: :class:`CachedSessionRows`.
 
-The database stays the truth; the cache only saves reads of it:
+It is a layer, not a part of any ORM: :class:`CachedSessionRows` wraps whatever
+:class:`~flask_sessionstore.contract.SessionRows` an ORM provides, as Django's
+``cached_db`` wraps ``db``. The database stays the truth; the cache only saves reads:
 
 * a read that misses goes to the database and then *adds* the row to the cache, never
   overwriting an entry (so a slow reader cannot put back older data);
 * a write goes to the database first, then replaces the entry, unless the entry says
-  the session ended;
+  the session ended; a renewal that did not change the data only moves the entry's
+  expiry, so it never writes older data over a newer write;
 * every end of a session (logout, revoke, rotation, expiry found on update) writes a
   short-lived tombstone after the database delete, so no reader can bring the entry
   back (S19);
@@ -20,18 +23,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .datastore import SessionRecord
+from .contract import SessionRows
+from .records import ANY_USER, SessionRecord, utcnow
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["RedisSessionCache"]
+__all__ = ["CachedSessionRows", "RedisSessionCache"]
 
 log = logging.getLogger("flask_sessionstore.cache")
 
@@ -45,6 +51,25 @@ if redis.call('GET', KEYS[1]) == '%s' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """ % _TOMBSTONE  # noqa: UP031 (a Lua literal)
+
+# Move a cached entry's last-seen and expiry (and its data, when ARGV[4] is "1") without
+# touching the rest; a missing entry or a tombstone is left as it is. KEYS[1]: the
+# entry; ARGV: last seen, expires at, data, "1" to set the data, ttl in ms. The entry is
+# the JSON array of _encode, whose items 4 and 5 (Lua counts from 1) are the times.
+_PATCH_IF_CACHED = """
+local raw = redis.call('GET', KEYS[1])
+if not raw or raw == '%s' then return 0 end
+local entry = cjson.decode(raw)
+entry[4] = ARGV[1]
+entry[5] = ARGV[2]
+if ARGV[4] == '1' then entry[2] = ARGV[3] end
+redis.call('SET', KEYS[1], cjson.encode(entry), 'PX', ARGV[5])
+return 1
+""" % _TOMBSTONE  # noqa: UP031 (a Lua literal)
+
+#: How many sessions' fixed fields (owner, creation, client) a process remembers, to
+#: write a whole entry after a data change without reading it back.
+_REMEMBERED = 4096
 
 
 class RedisSessionCache:
@@ -66,6 +91,7 @@ class RedisSessionCache:
         self.ttl = ttl
         self.retry_after = retry_after.total_seconds()
         self._replace = client.register_script(_REPLACE_UNLESS_ENDED)
+        self._patch = client.register_script(_PATCH_IF_CACHED)
         self._down_until = 0.0
         self._outage_logged = False
         self._dirty = False
@@ -78,7 +104,7 @@ class RedisSessionCache:
         client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         return cls(client, **options)
 
-    # -- the four operations the datastore uses ------------------------------------
+    # -- the operations CachedSessionRows uses --------------------------------------
 
     def get(self, key: str) -> SessionRecord | bool | None:
         """Return the cached record, False when the session is known to have ended, or
@@ -104,6 +130,16 @@ class RedisSessionCache:
         if ttl_ms > 0:
             self._call(lambda: self._replace(
                 keys=[self.prefix + record.key], args=[_encode(record), ttl_ms]), None)
+
+    def patch(self, key: str, now: datetime, *, data: str | None,
+              expires_at: datetime) -> None:
+        """Move a cached entry's expiry (and data, unless None) after a write; an entry
+        not cached, or a tombstone, is left alone."""
+        ttl_ms = int(min(expires_at - now, self.ttl).total_seconds() * 1000)
+        if ttl_ms > 0:
+            args = [now.isoformat(), expires_at.isoformat(), data or "",
+                    "0" if data is None else "1", ttl_ms]
+            self._call(lambda: self._patch(keys=[self.prefix + key], args=args), None)
 
     def end(self, keys: Iterable[str]) -> None:
         """Mark the sessions stored under ``keys`` as ended (after their rows went)."""
@@ -180,3 +216,115 @@ def _decode(key: str, text: str) -> SessionRecord | None:
         )
     except (ValueError, TypeError):
         return None  # Not ours, or from another version: the database answers.
+
+
+class CachedSessionRows(SessionRows):
+    """Any ORM's session rows with a :class:`RedisSessionCache` in front.
+
+    :param rows: the ORM's rows, the truth.
+    :param cache: the Redis cache.
+    :param load_user: returns the user (with its roles) whose key, as text, a cached
+        entry names, or None; a cache hit then costs no session query.
+    """
+
+    def __init__(self, rows: SessionRows, cache: RedisSessionCache,
+                 load_user: Callable[[str], Any]) -> None:
+        self.inner = rows
+        self.cache = cache
+        self.load_user = load_user
+        # The fields of a row that never change while its key lives; remembered from
+        # the reads of this process, so a data change can write a whole entry.
+        self._fixed: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def purge_batch(self) -> int:  # type: ignore[override]
+        """The inner rows' batch, asked when needed (it may depend on the app's engine)."""
+        return self.inner.purge_batch
+
+    def _remember(self, record: SessionRecord) -> None:
+        with self._lock:
+            self._fixed[record.key] = record
+            self._fixed.move_to_end(record.key)
+            while len(self._fixed) > _REMEMBERED:
+                self._fixed.popitem(last=False)
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._fixed.pop(key, None)
+
+    def insert(self, record: SessionRecord) -> None:
+        self.inner.insert(record)
+        self._remember(record)
+
+    def load(self, key: str, now: datetime) -> tuple[SessionRecord, Any] | None:
+        cached = self.cache.get(key)
+        if cached is False:
+            return None
+        if isinstance(cached, SessionRecord) and cached.expires_at > now:
+            if cached.user_pk is None:
+                self._remember(cached)
+                return cached, None
+            user = self.load_user(str(cached.user_pk))
+            if user is not None:
+                self._remember(cached)
+                return cached, user
+        found = self.inner.load(key, now)
+        if found is not None:
+            self._remember(found[0])
+            self.cache.add(found[0], now)
+        return found
+
+    def update(self, key: str, now: datetime, *, data: str | None,
+               expires_at: datetime) -> bool:
+        updated = self.inner.update(key, now, data=data, expires_at=expires_at)
+        if not updated:
+            self._forget([key])
+            self.cache.end([key])
+            return False
+        with self._lock:
+            fixed = self._fixed.get(key)
+        if data is not None and fixed is not None:
+            self.cache.replace(SessionRecord(
+                key=key, user_pk=fixed.user_pk, data=data, created_at=fixed.created_at,
+                last_seen_at=now, expires_at=expires_at, user_agent=fixed.user_agent,
+                ip_address=fixed.ip_address,
+            ), now)
+        else:
+            # A renewal alone never writes data: the entry keeps whatever the last
+            # write put there, which may be newer than this request's copy.
+            self.cache.patch(key, now, data=data, expires_at=expires_at)
+        return True
+
+    def delete(self, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        count = self.inner.delete(keys)
+        self._forget(keys)
+        self.cache.end(keys)
+        return count
+
+    def delete_owned(self, owner: Any, *, keep: str | None = None) -> int:
+        # The keys are read first: the rows are gone afterwards, their tombstones not.
+        keys = [r.key for r in self.inner.find(utcnow(), owner=owner) if r.key != keep]
+        count = self.inner.delete_owned(owner, keep=keep)
+        self._forget(keys)
+        self.cache.end(keys)
+        return count
+
+    def clear(self) -> int:
+        count = self.inner.clear()
+        with self._lock:
+            self._fixed.clear()
+        self.cache.clear()
+        return count
+
+    def find(self, now: datetime, *, owner: Any = ANY_USER, offset: int = 0,
+             limit: int | None = None) -> list[SessionRecord]:
+        return self.inner.find(now, owner=owner, offset=offset, limit=limit)
+
+    def count(self, now: datetime, *, owner: Any = ANY_USER, expired: bool = False) -> int:
+        return self.inner.count(now, owner=owner, expired=expired)
+
+    def purge(self, now: datetime, limit: int) -> int:
+        return self.inner.purge(now, limit)

@@ -19,11 +19,10 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import datastore as _datastore
 from .exceptions import SessionStoreError, UnknownRoleError, UnknownUserError
-from .extension import current_datastore
 from .mixins import parse_permissions
-from .sessions import short_hash
+from .records import short_hash, utcnow
+from .state import current_datastore
 
 __all__ = ["register_commands", "roles_cli", "sessions_cli", "users_cli"]
 
@@ -116,7 +115,7 @@ def _label(user: Any) -> str:
 
 
 def _role_names(user: Any) -> list[str]:
-    return sorted(str(role.name) for role in current_datastore._roles_of(user))
+    return sorted(str(role.name) for role in current_datastore.models.roles_of(user))
 
 
 def _permissions(roles: Iterable[Any]) -> list[str]:
@@ -240,7 +239,7 @@ def show_user_command(identifier: str) -> None:
     ds = current_datastore
     with _unit():
         user = _find_user(identifier)
-        roles = list(ds._roles_of(user))
+        roles = list(ds.models.roles_of(user))
         fields = [("id", str(ds.user_pk(user)))]
         fields += [(name, str(getattr(user, name) or "-")) for name in ds.identity_attributes]
         fields += [
@@ -548,7 +547,7 @@ def cleanup_command(batch_size: int | None) -> None:
         batches += 1
         click.echo(f"Batch {batches}: deleted {deleted} ({total} so far).")
 
-    now = _datastore.utcnow()
+    now = utcnow()
     total = current_datastore.delete_expired(batch_size=batch_size, on_batch=report)
     click.echo(f"Deleted {_plural(total, 'expired session')} as of {_when(now)} UTC.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConstraintError",
     "DatastoreUnavailableError",
+    "DuplicateError",
     "InvalidValueError",
     "PasswordError",
     "SessionStoreError",
@@ -30,13 +31,18 @@ class ConstraintError(SessionStoreError):
     """
 
 
+class DuplicateError(ConstraintError):
+    """A write would have stored a second row with a value that must be unique (a key,
+    an email, a role name). Nothing was overwritten."""
+
+
 class InvalidValueError(ConstraintError, ValueError):
     """A value cannot be stored: of the wrong type for its field, too long for its
     column, or holding a character the database refuses (NUL, a lone surrogate).
     Nothing was written."""
 
 
-class UserExistsError(ConstraintError):
+class UserExistsError(DuplicateError):
     """A user with the same unique attribute (email, username, ...) already exists."""
 
 

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 import flask_login
 from flask import Flask, Response, current_app
-from werkzeug.local import LocalProxy
 
-from .auth import AuthMethod, build_methods
+from .auth import build_methods
+from .cache import RedisSessionCache
+from .cli import register_commands
 from .config import CONFIG_DEFAULTS
 from .datastore import UserDatastore
 from .exceptions import DatastoreUnavailableError
+from .lifecycle import SessionPolicy
 from .login import init_login
-from .sessions import ServerSessionInterface, SessionPolicy, unavailable_response
-
-if TYPE_CHECKING:
-    from .cache import RedisSessionCache
+from .sessions import ServerSessionInterface, current_request_session, unavailable_response
+from .state import EXTENSION_KEY, SessionStoreState, current_datastore
 
 __all__ = ["CONFIG_DEFAULTS", "SessionStore", "current_datastore"]
-
-@dataclass(frozen=True)
-class _State:
-    datastore: UserDatastore[Any, Any]
-    session_interface: ServerSessionInterface
-    auth_methods: tuple[AuthMethod, ...]
 
 
 class SessionStore:
@@ -73,7 +67,7 @@ class SessionStore:
         :raises RuntimeError: when no datastore is given, when the app was already set
             up, or when the cookie settings contradict each other.
         """
-        if "sessionstore" in app.extensions:
+        if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A SessionStore is already set up on this app. Call init_app once per app; "
                 "to change the datastore, build a new app."
@@ -91,8 +85,6 @@ class SessionStore:
             app.config.setdefault(name, value)
         cache = cache or self.cache
         if cache is None and app.config["SESSIONSTORE_REDIS_URL"]:
-            from .cache import RedisSessionCache
-
             cache = RedisSessionCache.from_url(
                 app.config["SESSIONSTORE_REDIS_URL"],
                 ttl=_duration(app.config, "SESSIONSTORE_CACHE_TTL"),
@@ -104,15 +96,16 @@ class SessionStore:
                     "datastore (share the cache object between apps)."
                 )
             store.cache = cache
+        store.lifecycle.bind(_policy(app.config))
         interface = _make_interface(app, store)
-        app.extensions["sessionstore"] = _State(store, interface, build_methods(app.config))
+        store.current_session = partial(current_request_session, store)
+        app.extensions[EXTENSION_KEY] = SessionStoreState(
+            store, interface, build_methods(app.config)
+        )
         app.session_interface = interface
         init_login(app, login_manager or self.login_manager)
         app.register_error_handler(DatastoreUnavailableError, _unavailable)
         store.init_app(app)
-
-        from .cli import register_commands
-
         register_commands(app)
 
 
@@ -121,9 +114,8 @@ def _unavailable(error: DatastoreUnavailableError) -> Response:
     return unavailable_response()
 
 
-def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSessionInterface:
-    config = app.config
-    policy = SessionPolicy(
+def _policy(config: Any) -> SessionPolicy:
+    return SessionPolicy(
         idle=_duration(config, "SESSIONSTORE_IDLE_TIMEOUT"),
         absolute=_duration(config, "SESSIONSTORE_ABSOLUTE_TIMEOUT"),
         anonymous_idle=_duration(config, "SESSIONSTORE_ANONYMOUS_IDLE_TIMEOUT"),
@@ -132,6 +124,10 @@ def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSes
         renewal_interval=_duration(config, "SESSIONSTORE_RENEWAL_INTERVAL"),
         max_per_user=_cap(config["SESSIONSTORE_MAX_SESSIONS_PER_USER"]),
     )
+
+
+def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSessionInterface:
+    config = app.config
     secure = config["SESSIONSTORE_COOKIE_SECURE"]
     if secure is None:
         secure = bool(config.get("SESSION_COOKIE_SECURE")) or not (app.debug or app.testing)
@@ -156,7 +152,6 @@ def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSes
             raise RuntimeError("SESSIONSTORE_SIGN_COOKIE needs the app's SECRET_KEY to be set.")
     return ServerSessionInterface(
         datastore,
-        policy,
         secure=secure,
         samesite=samesite,
         sign_with=sign_with,
@@ -183,16 +178,3 @@ def _cap(value: Any) -> int | None:
     raise RuntimeError(
         f"SESSIONSTORE_MAX_SESSIONS_PER_USER must be None or a whole number >= 1, not {value!r}."
     )
-
-
-def _current_datastore() -> UserDatastore[Any, Any]:
-    state = current_app.extensions.get("sessionstore")
-    if state is None:
-        raise RuntimeError(
-            "This app has no SessionStore: call SessionStore(app, datastore=...) first."
-        )
-    return state.datastore  # type: ignore[no-any-return]
-
-
-#: The datastore of the current app, for use in views and commands.
-current_datastore: UserDatastore[Any, Any] = LocalProxy(_current_datastore)  # type: ignore[assignment]

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import flask_login
-from flask import Flask, Request, current_app, session
+from flask import Flask, Request, session
 
 from .auth import record_method
 from .sessions import ServerSession
+from .state import EXTENSION_KEY, get_state
 
 __all__ = ["login_user", "logout_user"]
 
@@ -34,7 +35,7 @@ def logout_user() -> None:
 
 
 def _on_logged_in(app: Flask, user: Any, **_: Any) -> None:
-    state = app.extensions.get("sessionstore")
+    state = app.extensions.get(EXTENSION_KEY)
     current = session._get_current_object()  # type: ignore[attr-defined]
     if state is None or not isinstance(current, ServerSession):
         return
@@ -47,13 +48,13 @@ def _on_logged_in(app: Flask, user: Any, **_: Any) -> None:
 
 def _on_logged_out(app: Flask, **_: Any) -> None:
     current = session._get_current_object()  # type: ignore[attr-defined]
-    if "sessionstore" in app.extensions and isinstance(current, ServerSession):
+    if EXTENSION_KEY in app.extensions and isinstance(current, ServerSession):
         current.end()
 
 
 def _load_user(user_id: str) -> Any:
     current = session._get_current_object()  # type: ignore[attr-defined]
-    state = current_app.extensions["sessionstore"]
+    state = get_state()
     if not any(method.name == "session" for method in state.auth_methods):
         return None
     if isinstance(current, ServerSession):
@@ -63,7 +64,7 @@ def _load_user(user_id: str) -> Any:
         if user is None or str(user.get_id()) != user_id or not user.is_active:
             return None
     else:
-        user = state.datastore._user_for_login_id(user_id)
+        user = state.datastore.user_by_login_id(user_id)
         if user is None or not user.is_active:
             return None
     record_method("session")
@@ -71,7 +72,7 @@ def _load_user(user_id: str) -> Any:
 
 
 def _load_user_from_request(request: Request) -> Any:
-    state = current_app.extensions["sessionstore"]
+    state = get_state()
     for method in state.auth_methods:
         user = method.load_user(request, state)
         if user is not None:

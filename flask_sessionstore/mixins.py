@@ -11,22 +11,9 @@ from typing import Any
 
 from flask_login import UserMixin as _LoginUserMixin
 
+from .permissions import parse_permissions
+
 __all__ = ["RoleMixin", "UserMixin", "parse_permissions"]
-
-
-def parse_permissions(value: Any) -> frozenset[str]:
-    """Return the set of permission names held in a role's ``permissions`` attribute.
-
-    The attribute may be ``None``, a string of names separated by commas or white space,
-    or any iterable of names (a list field, a JSON column, a related set); names are
-    split at commas and white space either way.
-    """
-    if value is None:
-        return frozenset()
-    items = [value] if isinstance(value, str) else [str(item) for item in value]
-    # Names never hold commas or spaces, whatever the field: a list item "a,b" is two
-    # names, as it would be in a text column.
-    return frozenset(part for item in items for part in item.replace(",", " ").split())
 
 
 class RoleMixin:

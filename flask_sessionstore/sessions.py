@@ -9,11 +9,8 @@ for renewal, or when its id must change.
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request, Response, has_request_context
@@ -22,9 +19,9 @@ from flask.sessions import SessionInterface, SessionMixin, session_json_serializ
 from itsdangerous import BadSignature, Signer
 
 from . import signals
-from .config import CONFIG_DEFAULTS, FLASK_PERMANENT_LIFETIME
-from .datastore import TOKEN_MARK, SessionRecord, session_key, utcnow
-from .exceptions import ConstraintError, DatastoreUnavailableError
+from .exceptions import DatastoreUnavailableError
+from .lifecycle import SessionPolicy
+from .records import TOKEN_MARK, SessionRecord, parse_session_id, session_key, short_hash, utcnow
 
 if TYPE_CHECKING:
     from .datastore import UserDatastore
@@ -33,146 +30,21 @@ __all__ = [
     "ServerSession",
     "ServerSessionInterface",
     "SessionPolicy",
-    "current_session_key",
-    "current_session_of",
+    "current_request_session",
     "parse_session_id",
-    "store_new_session",
+    "short_hash",
+    "unavailable_response",
 ]
 
 log = logging.getLogger("flask_sessionstore")
 
-#: 32 random bytes in URL-safe base64 without padding: 43 characters.
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
-_ID_LENGTH = 43
-_ID_BYTES = 32
-_INSERT_ATTEMPTS = 3
 #: Flask-Login keys that steer its remember cookie. Remember-me is a long-lived
 #: server-side session here, so these are never stored; knowing that lets the
 #: interface answer Flask-Login's after-request check without reading the database.
 _UNSTORED_KEYS = frozenset({"_remember", "_remember_seconds"})
-
-
-def short_hash(key: str) -> str:
-    """Return the first characters of a session key, for logs (never the raw id)."""
-    return key[:12]
-
-
-def parse_session_id(value: str | None) -> str | None:
-    """Return ``value`` if it has the form of a session id, else None (no query made)."""
-    if value and len(value) == _ID_LENGTH and _ID_PATTERN.fullmatch(value):
-        return value
-    return None
-
-
-def store_new_session(
-    datastore: UserDatastore[Any, Any],
-    policy: SessionPolicy,
-    *,
-    user_pk: Any,
-    data: dict[str, Any],
-    permanent: bool,
-    user_agent: str | None = None,
-    ip_address: str | None = None,
-) -> tuple[str, SessionRecord]:
-    """Store a session under a new id; return the id and the stored record.
-
-    The one place sessions are born, for cookies and tokens alike. A colliding id is
-    drawn again, never overwritten (S03). When the policy caps sessions per user, the
-    user's oldest sessions beyond the cap are ended (S18).
-    """
-    now = utcnow()
-    for _ in range(_INSERT_ATTEMPTS):
-        session_id = secrets.token_urlsafe(_ID_BYTES)
-        record = SessionRecord(
-            key=session_key(session_id),
-            user_pk=user_pk,
-            data=session_json_serializer.dumps(data),
-            created_at=now,
-            last_seen_at=now,
-            expires_at=policy.expires_at(
-                created_at=now, now=now, authenticated=user_pk is not None, permanent=permanent
-            ),
-            user_agent=_clip(user_agent, 512),
-            ip_address=_clip(ip_address, 45),
-        )
-        try:
-            datastore._session_insert(record)
-        except ConstraintError:
-            log.warning("session id collision; drawing again")
-            continue
-        signals.session_created.send(datastore, key=record.key, user_pk=user_pk)
-        if user_pk is not None and policy.max_per_user is not None:
-            _enforce_cap(datastore, user_pk, policy.max_per_user, now)
-        return session_id, record
-    raise ConstraintError("Could not draw an unused session id; the store is inconsistent.")
-
-
-def renew_if_due(datastore: UserDatastore[Any, Any], policy: SessionPolicy,
-                 record: SessionRecord, now: datetime) -> bool:
-    """Write ``record``'s new expiry if its renewal interval has passed (S13), for a
-    session used without a cookie (a bearer token); return whether it is still live."""
-    if now - record.last_seen_at < policy.renewal_interval:
-        return True
-    permanent = bool(session_json_serializer.loads(record.data).get("_permanent"))
-    expires_at = policy.expires_at(created_at=record.created_at, now=now,
-                                   authenticated=record.user_pk is not None, permanent=permanent)
-    return datastore._update_row(record, now, data=None, expires_at=expires_at)
-
-
-def _enforce_cap(datastore: UserDatastore[Any, Any], user_pk: Any, cap: int,
-                 now: datetime) -> None:
-    records = datastore._session_find(now, user_pk=user_pk)
-    if len(records) <= cap:
-        return
-    records.sort(key=lambda record: record.created_at)
-    for record in records[: len(records) - cap]:
-        if datastore._delete_row(record.key):
-            log.info("session %s ended: over the cap of %d per user", short_hash(record.key), cap)
-            signals.session_revoked.send(datastore, key=record.key, user_pk=user_pk)
-
-
-@dataclass(frozen=True)
-class SessionPolicy:
-    """How long sessions live and how often their expiry is written back.
-
-    A session dies at the earlier of two moments: ``idle`` after it was last renewed,
-    and ``absolute`` after it was created. Anonymous sessions have their own limits;
-    a permanent session (remember-me, or ``session.permanent = True``) lives for
-    ``permanent`` (Flask's ``PERMANENT_SESSION_LIFETIME``) in both senses.
-    """
-
-    idle: timedelta
-    absolute: timedelta
-    anonymous_idle: timedelta
-    anonymous_absolute: timedelta
-    permanent: timedelta
-    renewal_interval: timedelta
-    max_per_user: int | None = None
-
-    @classmethod
-    def defaults(cls) -> SessionPolicy:
-        """The policy of an app that sets nothing (used outside an app context)."""
-        config = CONFIG_DEFAULTS
-        return cls(
-            idle=config["SESSIONSTORE_IDLE_TIMEOUT"],
-            absolute=config["SESSIONSTORE_ABSOLUTE_TIMEOUT"],
-            anonymous_idle=config["SESSIONSTORE_ANONYMOUS_IDLE_TIMEOUT"],
-            anonymous_absolute=config["SESSIONSTORE_ANONYMOUS_ABSOLUTE_TIMEOUT"],
-            permanent=FLASK_PERMANENT_LIFETIME,
-            renewal_interval=config["SESSIONSTORE_RENEWAL_INTERVAL"],
-            max_per_user=config["SESSIONSTORE_MAX_SESSIONS_PER_USER"],
-        )
-
-    def expires_at(self, *, created_at: datetime, now: datetime, authenticated: bool,
-                   permanent: bool) -> datetime:
-        """Return when a session with these properties dies, renewed at ``now``."""
-        if permanent:
-            idle = absolute = self.permanent
-        elif authenticated:
-            idle, absolute = self.idle, self.absolute
-        else:
-            idle, absolute = self.anonymous_idle, self.anonymous_absolute
-        return min(now + idle, created_at + absolute)
+#: A cookie value longer than this is refused unread (an id is 43 characters, a
+#: signed one about 70).
+_MAX_COOKIE = 200
 
 
 class ServerSession(SessionMixin):
@@ -221,7 +93,7 @@ class ServerSession(SessionMixin):
         # Marked loaded only once the read succeeded: a request whose read failed (the
         # database went away) must not save an empty session over the stored one, nor
         # clear the cookie.
-        found = self.interface.datastore._load_row(key, utcnow())
+        found = self.interface.datastore.rows.load(key, utcnow())
         self.loaded = True
         if found is None:
             # Unknown, expired or revoked: never adopted (S05).
@@ -330,7 +202,6 @@ class ServerSessionInterface(SessionInterface):
     def __init__(
         self,
         datastore: UserDatastore[Any, Any],
-        policy: SessionPolicy,
         *,
         secure: bool,
         samesite: str | None,
@@ -338,13 +209,21 @@ class ServerSessionInterface(SessionInterface):
         store_client_info: bool = True,
     ) -> None:
         self.datastore = datastore
-        self.policy = policy
         self.secure = secure
         self.samesite = samesite
         self.store_client_info = store_client_info
         self._signer = (
             Signer(sign_with, salt="flask-sessionstore.cookie") if sign_with else None
         )
+
+    @property
+    def policy(self) -> SessionPolicy:
+        """The session policy: the datastore's lifecycle's, set from the app's config."""
+        return self.datastore.lifecycle.policy
+
+    @policy.setter
+    def policy(self, policy: SessionPolicy) -> None:
+        self.datastore.lifecycle.policy = policy
 
     # -- cookie --------------------------------------------------------------------
 
@@ -363,7 +242,7 @@ class ServerSessionInterface(SessionInterface):
         Length, alphabet and (when configured) signature are checked before any query
         is made (S04).
         """
-        if not value or len(value) > 200:
+        if not value or len(value) > _MAX_COOKIE:
             return None
         if self._signer is not None:
             try:
@@ -409,13 +288,14 @@ class ServerSessionInterface(SessionInterface):
         from flask import request
 
         now = utcnow()
+        lifecycle = self.datastore.lifecycle
         data = {k: v for k, v in session._data.items() if k not in _UNSTORED_KEYS}
         keep = bool(data) or session.user_pk is not None
         record = session.record
 
         rotated_from = None
         if record is not None and (session._rotate or session._ended or not keep):
-            self.datastore._delete_row(record.key)
+            lifecycle.end(record.key)
             if session._ended or not keep:
                 log.info("session %s ended", short_hash(record.key))
                 signals.session_revoked.send(self, key=record.key, user_pk=record.user_pk)
@@ -428,7 +308,6 @@ class ServerSessionInterface(SessionInterface):
                 self._delete_cookie(app, response)
             return
 
-        authenticated = session.user_pk is not None
         if record is None:
             created = self._insert(session, data, request)
             if rotated_from is not None and session.record is not None:
@@ -438,17 +317,12 @@ class ServerSessionInterface(SessionInterface):
             self._set_cookie(app, response, session, created)
             return
 
-        due = now - record.last_seen_at >= self.policy.renewal_interval
-        if not (session.modified or due):
+        if not (session.modified or lifecycle.renewal_due(record, now)):
             return
-        expires_at = self.policy.expires_at(
-            created_at=record.created_at, now=now,
-            authenticated=authenticated, permanent=session.permanent,
-        )
-        if not self.datastore._update_row(
+        if not lifecycle.renew(
             record, now,
             data=self.serializer.dumps(data) if session.modified else None,
-            expires_at=expires_at,
+            permanent=session.permanent,
         ):
             # Ended by a logout or revoke while this request ran: stays ended (S09).
             self._delete_cookie(app, response)
@@ -461,10 +335,8 @@ class ServerSessionInterface(SessionInterface):
     # -- helpers -------------------------------------------------------------------
 
     def _insert(self, session: ServerSession, data: dict[str, Any], request: Request) -> str:
-        session_id, record = store_new_session(
-            self.datastore,
-            self.policy,
-            user_pk=session.user_pk,
+        session_id, record = self.datastore.lifecycle.issue(
+            owner=session.user_pk,
             data=data,
             permanent=session.permanent,
             user_agent=request.user_agent.string if self.store_client_info else None,
@@ -503,16 +375,18 @@ class ServerSessionInterface(SessionInterface):
         )
 
 
-def current_session_of(datastore: UserDatastore[Any, Any], user: Any) -> ServerSession | None:
-    """Return this request's session if it belongs to ``user``, else None."""
+def current_request_session(datastore: UserDatastore[Any, Any]) -> ServerSession | None:
+    """Return this request's session, loaded, if it is one of ``datastore``'s; else None.
+
+    ``SessionStore`` installs this as the datastore's ``current_session`` hook, so the
+    datastore reaches the request's session without reading Flask's globals itself.
+    """
     if not has_request_context():
         return None
     current = flask_session._get_current_object()  # type: ignore[attr-defined]
     if not isinstance(current, ServerSession) or current.interface.datastore is not datastore:
         return None
     current._load()
-    if current.user_pk is None or current.user_pk != datastore.user_pk(user):
-        return None
     return current
 
 
@@ -542,17 +416,3 @@ def _make_unavailable(response: Response) -> None:
     response.headers["Content-Type"] = replacement.headers["Content-Type"]
     response.headers["Retry-After"] = "5"
     response.headers.pop("Set-Cookie", None)
-
-
-def current_session_key(datastore: UserDatastore[Any, Any]) -> str | None:
-    """Return the stored key of this request's session, if it is one of ``datastore``'s."""
-    if not has_request_context():
-        return None
-    current = flask_session._get_current_object()  # type: ignore[attr-defined]
-    if isinstance(current, ServerSession) and current.interface.datastore is datastore:
-        return current.key
-    return None
-
-
-def _clip(value: str | None, size: int) -> str | None:
-    return value[:size] if value else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from flask import Flask
 
 from flask_sessionstore import SessionStore, UserDatastore
+from flask_sessionstore.records import utcnow
 
 from .app import make_app
 from .backends import REQUIRE_SERVERS_ENV, SERVER_ENV, Backend, drop_own_databases, server_url
@@ -104,10 +106,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Any:
             self.now += timedelta(seconds=seconds)
 
     fake = Clock()
-    for module in (
-        "flask_sessionstore.datastore",
-        "flask_sessionstore.sessions",
-        "flask_sessionstore.auth",
-    ):
-        monkeypatch.setattr(f"{module}.utcnow", fake)
+    # Every module of the library that reads the clock imported records.utcnow.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("flask_sessionstore") and getattr(module, "utcnow", None) is utcnow:
+            monkeypatch.setattr(module, "utcnow", fake)
     return fake

@@ -73,7 +73,7 @@ def user(ds: Any, email: str) -> Any:
 
 
 def role_names(ds: Any, email: str) -> set[str]:
-    return {role.name for role in ds._roles_of(user(ds, email))}
+    return {role.name for role in ds.models.roles_of(user(ds, email))}
 
 
 def login(ds: Any, email: str) -> str:
@@ -484,7 +484,7 @@ def test_sessions_list_unknown_user(app: Flask, ds: Any) -> None:
 def stored(ds: Any, key: str, user_pk: Any = None) -> None:
     """Store a session row under a chosen key (real keys are random hashes)."""
     now = utcnow().replace(microsecond=0)
-    ds._session_insert(SessionRecord(
+    ds.rows.insert(SessionRecord(
         key=key, user_pk=user_pk, data="{}", created_at=now, last_seen_at=now,
         expires_at=now + timedelta(hours=1),
     ))

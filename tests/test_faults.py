@@ -62,7 +62,7 @@ def test_a_failed_save_keeps_the_stored_data(
     def down(*args: Any, **kwargs: Any) -> bool:
         raise DatastoreUnavailableError("connection refused")
 
-    monkeypatch.setattr(backend.datastore, "_session_update", down)
+    monkeypatch.setattr(backend.datastore.rows, "update", down)
     response = client.post("/cart")
     assert response.status_code == 503
     monkeypatch.undo()

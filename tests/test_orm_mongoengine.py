@@ -153,7 +153,7 @@ def test_session_queries_use_indexes_not_collection_scans(
     explain = SON([
         ("explain", SON([
             ("aggregate", sessions.name),
-            ("pipeline", ds._session_pipeline(record.key, utcnow())),
+            ("pipeline", ds.rows._session_pipeline(record.key, utcnow())),
             ("cursor", {}),
         ])),
         ("verbosity", "queryPlanner"),
@@ -237,14 +237,14 @@ def test_session_update_never_brings_back_a_deleted_or_dead_session(
     now = utcnow()
     record = SessionRecord(key="k" * 64, user_pk=None, data="{}", created_at=now,
                            last_seen_at=now, expires_at=now + timedelta(hours=1))
-    ds._session_insert(record)
-    assert ds._session_update(record.key, now, data='{"a": 1}',
-                              expires_at=now + timedelta(hours=2)) is True
-    assert ds._session_update(record.key, now + timedelta(hours=3), data=None,
-                              expires_at=now + timedelta(hours=4)) is False  # dead
-    assert ds._session_delete(record.key) is True
-    assert ds._session_update(record.key, now, data="{}",
-                              expires_at=now + timedelta(hours=1)) is False
+    ds.rows.insert(record)
+    assert ds.rows.update(record.key, now, data='{"a": 1}',
+                          expires_at=now + timedelta(hours=2)) is True
+    assert ds.rows.update(record.key, now + timedelta(hours=3), data=None,
+                          expires_at=now + timedelta(hours=4)) is False  # dead
+    assert ds.rows.delete([record.key]) == 1
+    assert ds.rows.update(record.key, now, data="{}",
+                          expires_at=now + timedelta(hours=1)) is False
     assert backend.session_rows() == []
 
 
@@ -303,9 +303,9 @@ def test_operator_documents_and_non_keys_never_reach_a_query(ds: Any) -> None:
     assert ds.find_user(email={"$regex": "."}, case_insensitive=True) is None
     for garbage in ({"$ne": None}, ["x"], b"123456789012", "g" * 24, "0" * 23,
                     str(user.pk) + "0", 1, -1):
-        assert ds._parse_pk(garbage) is None, garbage
+        assert ds.parse_key(garbage) is None, garbage
         assert ds.get_user(garbage) is None, garbage
-    assert ds._parse_pk(str(user.pk).upper()) == user.pk
+    assert ds.parse_key(str(user.pk).upper()) == user.pk
     assert ds.get_user(str(user.pk).upper()) == user
 
 
@@ -391,7 +391,7 @@ def test_unreachable_server_is_reported_as_unavailable(where: str) -> None:
         with pytest.raises(DatastoreUnavailableError):
             ds.find_user(email="ann@example.com")
         with pytest.raises(DatastoreUnavailableError):
-            ds._session_load("k" * 64, utcnow())
+            ds.rows.load("k" * 64, utcnow())
         with pytest.raises(DatastoreUnavailableError):
             ds.put(DownUser(email="ann@example.com"))
     finally:

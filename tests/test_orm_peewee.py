@@ -315,8 +315,8 @@ def test_the_constructor_creates_no_table_and_the_model_is_shared(backend: Peewe
 def test_session_rows_keep_microseconds_and_large_data(backend: PeeweeBackend, ds: Any) -> None:
     now = datetime(2030, 1, 1, 12, 0, 0, 123456)
     data = '{"blob": "' + "x" * 300_000 + '"}'  # past MariaDB's 64 KB TEXT
-    ds._session_insert(_record("a" * 64, now, data=data))
-    found = ds._session_load("a" * 64, now)
+    ds.rows.insert(_record("a" * 64, now, data=data))
+    found = ds.rows.load("a" * 64, now)
     assert found is not None
     record, user = found
     assert user is None
@@ -327,12 +327,12 @@ def test_session_rows_keep_microseconds_and_large_data(backend: PeeweeBackend, d
 def test_update_that_changes_nothing_still_finds_the_row(backend: PeeweeBackend, ds: Any) -> None:
     # MySQL reports changed rows, not matched ones; a live row must still be found.
     now = datetime(2030, 1, 1, 12, 0, 0)
-    ds._session_insert(_record("b" * 64, now))
+    ds.rows.insert(_record("b" * 64, now))
     later = now + timedelta(hours=1)
-    assert ds._session_update("b" * 64, now, data="{}", expires_at=later) is True
-    assert ds._session_update("b" * 64, now, data="{}", expires_at=later) is True
-    assert ds._session_update("c" * 64, now, data="{}", expires_at=later) is False
-    assert ds._session_update("b" * 64, later, data="{}", expires_at=later) is False
+    assert ds.rows.update("b" * 64, now, data="{}", expires_at=later) is True
+    assert ds.rows.update("b" * 64, now, data="{}", expires_at=later) is True
+    assert ds.rows.update("c" * 64, now, data="{}", expires_at=later) is False
+    assert ds.rows.update("b" * 64, later, data="{}", expires_at=later) is False
 
 
 def test_deleting_a_user_row_cascades_to_its_sessions(backend: PeeweeBackend, ds: Any) -> None:
@@ -340,7 +340,7 @@ def test_deleting_a_user_row_cascades_to_its_sessions(backend: PeeweeBackend, ds
         pytest.skip("SQLite enforces foreign keys only with PRAGMA foreign_keys = ON")
     user = ds.create_user(email="ann@example.com", password="pw")
     now = datetime(2030, 1, 1, 12, 0, 0)
-    ds._session_insert(_record("d" * 64, now, user_pk=user.id))
+    ds.rows.insert(_record("d" * 64, now, user_pk=user.id))
     backend.User.delete().where(backend.User.id == user.id).execute()  # not via the library
     assert backend.session_rows() == []
 
@@ -350,9 +350,9 @@ def test_a_session_whose_user_is_gone_loads_without_one(backend: PeeweeBackend, 
         pytest.skip("the foreign key deletes the session with its user")
     user = ds.create_user(email="ann@example.com", password="pw")
     now = datetime(2030, 1, 1, 12, 0, 0)
-    ds._session_insert(_record("e" * 64, now, user_pk=user.id))
+    ds.rows.insert(_record("e" * 64, now, user_pk=user.id))
     backend.User.delete().execute()
-    found = ds._session_load("e" * 64, now)
+    found = ds.rows.load("e" * 64, now)
     assert found is not None and found[1] is None
 
 
@@ -362,9 +362,9 @@ def test_roles_come_in_one_statement_when_read(app: Flask, backend: PeeweeBacken
     ds.create_role(name="editor")
     user = ds.create_user(email="ann@example.com", password="pw", roles=["admin", "editor"])
     now = datetime(2030, 1, 1, 12, 0, 0)
-    ds._session_insert(_record("f" * 64, now, user_pk=user.id))
+    ds.rows.insert(_record("f" * 64, now, user_pk=user.id))
     with backend.count() as counter:
-        _, loaded = ds._session_load("f" * 64, now)
+        _, loaded = ds.rows.load("f" * 64, now)
     assert counter.count == 1  # the row and its user; the roles wait until read
     with backend.count() as counter:
         assert loaded.has_role("admin") and loaded.has_role("editor")

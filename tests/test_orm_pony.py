@@ -345,7 +345,7 @@ def test_the_datastore_works_outside_any_db_session(backend: PonyBackend) -> Non
     assert _no_db_session()
     # Objects from earlier calls are loaded again into the call's own db_session.
     assert ds.add_role_to_user(ann, ds.create_role(name="editor")) is True
-    assert sorted(role.name for role in ds._roles_of(ann)) == ["admin", "editor"]
+    assert sorted(role.name for role in ds.models.roles_of(ann)) == ["admin", "editor"]
     assert ds.remove_role_from_user(ann, "admin") is True
     assert ds.authenticate("ann@example.com", "pw") is not None
     ds.delete_user(ds.find_user(email="bob@example.com"))
@@ -492,7 +492,7 @@ def test_deleting_a_user_any_way_deletes_its_sessions(backend: PonyBackend, app:
 def test_parse_pk_keeps_to_the_columns_range(backend: PonyBackend, value: Any,
                                              parsed: Any) -> None:
     # Pony's int is a 32-bit column unless declared otherwise.
-    assert backend.datastore._parse_pk(value) == parsed
+    assert backend.datastore.parse_key(value) == parsed
 
 
 def test_a_request_in_another_thread_has_a_db_session_of_its_own(

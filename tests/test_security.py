@@ -62,7 +62,7 @@ def test_s03_a_colliding_id_is_drawn_again(
     taken = _cookie(first)
     fresh = "B" * 43
     draws = iter([taken, fresh])
-    monkeypatch.setattr("flask_sessionstore.sessions.secrets.token_urlsafe", lambda n: next(draws))
+    monkeypatch.setattr("flask_sessionstore.lifecycle.secrets.token_urlsafe", lambda n: next(draws))
     second = app.test_client()
     _login(second, "bob@example.com")
     assert _cookie(second) == fresh

@@ -35,6 +35,7 @@ from mongoengine import (
 from pymongo import monitoring
 
 from flask_sessionstore import MongoEngineUserDatastore, RoleMixin, UserMixin
+from flask_sessionstore.orm.mongoengine import SESSION_FIELDS
 
 from . import Backend, Counter, fast_hasher
 
@@ -245,7 +246,8 @@ class MongoEngineBackend(Backend):
 
     def session_rows(self) -> list[dict[str, Any]]:
         # The session fields, under the SQL backends' column names (``user_id``).
-        names = {"user_id" if name == "user" else name: stored
-                 for name, stored in self.datastore._db.items()}
+        fields = self.datastore.session_document._fields
+        names = {"user_id" if name == "user" else name: fields[name].db_field
+                 for name in SESSION_FIELDS}
         return [{name: son.get(stored) for name, stored in names.items()}
                 for son in self.sessions().find()]
