@@ -78,6 +78,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         SESSIONSTORE_COOKIE_SECURE=False,
         # Forged cookie values are then refused without a query.
         SESSIONSTORE_SIGN_COOKIE=True,
+        # The CSRF token a page served before the login planted dies with the login
+        # (S31): whoever planted the cookie cannot know the next one.
+        SESSIONSTORE_DROP_ON_LOGIN=("_csrf_token",),
     )
     app.config.from_prefixed_env()
     app.config.update(settings)

@@ -52,7 +52,7 @@ class SessionAdmin:
 
     def get(self, key: str) -> SessionRecord | None:
         """Return the live session stored under ``key``, with its ``user``, or None."""
-        found = self.lifecycle.rows.load(key, utcnow())
+        found = self.lifecycle.load(key, utcnow())
         if found is None:
             return None
         record, user = found

@@ -61,7 +61,7 @@ class BearerToken(AuthMethod):
         if session_id is None:
             return None
         now = utcnow()
-        found = state.datastore.rows.load(session_key(session_id), now)
+        found = state.datastore.lifecycle.load(session_key(session_id), now)
         if found is None:
             return None
         record, user = found
@@ -74,8 +74,9 @@ class BearerToken(AuthMethod):
 
 
 class TrustedHeader(AuthMethod):
-    """A header naming the user (an email, a username or a primary key), set by a front
-    proxy that authenticated the user; accepted only from the listed proxy addresses.
+    """A header naming the user by an identity attribute (an email, a username; never a
+    primary key, S33), set by a front proxy that authenticated the user; accepted only
+    from the listed proxy addresses.
 
     :param header: the header, such as ``"X-Remote-User"``.
     :param proxies: the proxies' addresses or networks (``"10.0.0.5"``, ``"10.0.0.0/24"``).
@@ -105,7 +106,7 @@ class TrustedHeader(AuthMethod):
         value = request.headers.get(self.header)
         if not value or not self._from_proxy(request.remote_addr):
             return None
-        user = state.datastore.get_user(value)
+        user = state.datastore.user_by_identity(value)  # never a key (S33)
         return user if user is not None and user.is_active else None
 
 

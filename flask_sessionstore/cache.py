@@ -201,18 +201,19 @@ def _encode(record: SessionRecord) -> str:
         record.expires_at.isoformat(),
         record.user_agent,
         record.ip_address,
+        record.stamp,
     ])
 
 
 def _decode(key: str, text: str) -> SessionRecord | None:
     try:
-        user_pk, data, created, seen, expires, agent, address = json.loads(text)
+        user_pk, data, created, seen, expires, agent, address, stamp = json.loads(text)
         return SessionRecord(
             key=key, user_pk=user_pk, data=data,
             created_at=datetime.fromisoformat(created),
             last_seen_at=datetime.fromisoformat(seen),
             expires_at=datetime.fromisoformat(expires),
-            user_agent=agent, ip_address=address,
+            user_agent=agent, ip_address=address, stamp=stamp,
         )
     except (ValueError, TypeError):
         return None  # Not ours, or from another version: the database answers.
@@ -289,7 +290,7 @@ class CachedSessionRows(SessionRows):
             self.cache.replace(SessionRecord(
                 key=key, user_pk=fixed.user_pk, data=data, created_at=fixed.created_at,
                 last_seen_at=now, expires_at=expires_at, user_agent=fixed.user_agent,
-                ip_address=fixed.ip_address,
+                ip_address=fixed.ip_address, stamp=fixed.stamp,
             ), now)
         else:
             # A renewal alone never writes data: the entry keeps whatever the last

@@ -30,6 +30,9 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "SESSIONSTORE_REDIS_URL": None,
     # The longest a cache entry lives (it never outlives its session).
     "SESSIONSTORE_CACHE_TTL": timedelta(hours=1),
+    # Session keys that never survive a login (S31), such as a CSRF token a pre-login
+    # page planted; Flask-WTF's "csrf_token" by default. Another user's data never does.
+    "SESSIONSTORE_DROP_ON_LOGIN": ("csrf_token",),
     # Record user agent and IP address on each session, for "your devices" pages.
     "SESSIONSTORE_STORE_CLIENT_INFO": True,
     # How a request may authenticate, tried in this order: the session cookie, a bearer

@@ -61,6 +61,12 @@ class ModelStore(abc.ABC, Generic[U, R]):
         datastore method (a Pony ``db_session``; nothing for ORMs without one)."""
         return nullcontext()
 
+    def attributes(self, model: Any, names: Sequence[str]) -> list[Any]:
+        """Return the values of ``model``'s attributes ``names`` (None for one it lacks).
+        An ORM whose objects load expired attributes lazily (SQLAlchemy after a commit)
+        translates a failure of that load into the library's errors."""
+        return [getattr(model, name, None) for name in names]
+
     def adopt(self, value: Any) -> Any:
         """Return ``value``, an argument of a public datastore method, usable in the
         current :meth:`scope` (a Pony entity of an ended ``db_session`` is read again);
@@ -101,7 +107,8 @@ class ModelStore(abc.ABC, Generic[U, R]):
     @abc.abstractmethod
     def find_user(self, criteria: dict[str, Any], *, case_insensitive: bool = False) -> U | None:
         """Return the first user whose attributes equal every one of ``criteria``, or
-        None. Values are compared as they are (no conversion); with
+        None; a name that is not a stored attribute (a property, a method) raises
+        :class:`SessionStoreError`. Values are compared as they are (no conversion); with
         ``case_insensitive``, string values (lower-cased by the core with Python's
         ``str.lower``) are compared with the column lower-cased the same way, beyond
         ASCII too."""

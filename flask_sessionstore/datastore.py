@@ -28,10 +28,17 @@ from .exceptions import (
     UnknownRoleError,
     UserExistsError,
 )
+from .fields import (
+    build,
+    check_storable,
+    is_identity_value,
+    normalize_identity,
+    unique_by_name,
+)
 from .lifecycle import SessionLifecycle, SessionPolicy
 from .passwords import PasswordHasher
 from .permissions import check_permission_names, parse_permissions, store_permissions
-from .records import ANY_USER, SessionRecord, parse_key, session_key, storable, utcnow
+from .records import ANY_USER, SessionRecord, matches, parse_key, session_key, storable, utcnow
 from .user_sessions import RequestSession, UserSessions
 
 __all__ = ["ANY_USER", "RequestSession", "SessionRecord", "UserDatastore", "session_key",
@@ -39,6 +46,8 @@ __all__ = ["ANY_USER", "RequestSession", "SessionRecord", "UserDatastore", "sess
 
 U = TypeVar("U")
 R = TypeVar("R")
+#: Values a criterion never has: drivers send them as arrays, lists or operators.
+_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
 class UserDatastore(UserSessions[U, R]):
@@ -73,7 +82,7 @@ class UserDatastore(UserSessions[U, R]):
         #: layer over them once :attr:`cache` is set.
         self.rows: SessionRows = rows
         #: The session rules, under the policy of the app (set by ``SessionStore``).
-        self.lifecycle = SessionLifecycle(rows, SessionPolicy.defaults())
+        self.lifecycle = SessionLifecycle(rows, SessionPolicy.defaults(), self.credential_stamp)
         self.current_session: Callable[[], RequestSession | None] = lambda: None
         self._cache: RedisSessionCache | None = None
         self._after: contextvars.ContextVar[list[Callable[[], object]] | None] = (
@@ -149,21 +158,31 @@ class UserDatastore(UserSessions[U, R]):
         """Return the user whose attributes equal all of ``kwargs`` (AND-ed), or None.
 
         With ``case_insensitive``, string values are compared without regard to case.
-        A value no database could hold (a string with a NUL character) matches nobody.
+        The match is exact, whatever the database would call equal (S33): a value of
+        another type, or equal only under the column's collation (MariaDB's trailing
+        spaces, accents), matches nobody; so does a value no database could hold (NUL).
+        Identity attributes (email, username) are compared without surrounding spaces.
         """
         if not kwargs:
             raise TypeError("find_user needs at least one attribute to look up.")
         unknown = [name for name in kwargs if not hasattr(self.user_model, name)]
         if unknown:
             raise SessionStoreError(f"{self.user_model.__name__} has no attribute {unknown[0]!r}.")
-        if not all(storable(value) for value in kwargs.values()):
-            return None
-        if any(not _identity_value(kwargs[name]) for name in self.identity_attributes
+        if not all(storable(value) and not isinstance(value, _CONTAINERS)
+                   for value in kwargs.values()):
+            return None  # NUL, a surrogate, or a list: no column holds one (S33)
+        if any(not is_identity_value(kwargs[name]) for name in self.identity_attributes
                if name in kwargs):
             return None  # an email that is an int, a list... equals no stored one
+        kwargs = {name: normalize_identity(value) if name in self.identity_attributes else value
+                  for name, value in kwargs.items()}
         if case_insensitive:
             kwargs = {k: v.lower() if isinstance(v, str) else v for k, v in kwargs.items()}
-        return self.models.find_user(kwargs, case_insensitive=case_insensitive)
+        try:
+            found = self.models.find_user(kwargs, case_insensitive=case_insensitive)
+        except InvalidValueError:
+            return None  # a value the column cannot even be compared with equals nothing
+        return found if found is not None and matches(found, kwargs, case_insensitive) else None
 
     @in_scope
     def find_role(self, role: str) -> R | None:
@@ -199,10 +218,14 @@ class UserDatastore(UserSessions[U, R]):
             user = self.models.get_user(key)
             if user is not None:
                 return user
-        if not isinstance(identifier, str):
-            return None
-        for attribute in self.identity_attributes:
-            user = self.find_user(case_insensitive=True, **{attribute: identifier})
+        return self.user_by_identity(identifier)
+
+    @in_scope
+    def user_by_identity(self, value: Any) -> U | None:
+        """Return the user one of :attr:`identity_attributes` names (case aside), never
+        reading ``value`` as a key: for identities from outside (a proxy's header)."""
+        for attribute in self.identity_attributes if isinstance(value, str) else ():
+            user = self.find_user(case_insensitive=True, **{attribute: value})
             if user is not None:
                 return user
         return None
@@ -219,12 +242,14 @@ class UserDatastore(UserSessions[U, R]):
         :raises PasswordError: when the password cannot be used.
         """
         fields = dict(kwargs)
-        _check_storable(fields)
+        check_storable(fields)
         for attribute in self.identity_attributes:
-            if not _identity_value(fields.get(attribute)):
+            if not is_identity_value(fields.get(attribute)):
                 raise InvalidValueError(
                     f"{attribute} must be a str, not {type(fields[attribute]).__name__}."
                 )
+            if fields.get(attribute) is not None:
+                fields[attribute] = normalize_identity(fields[attribute])
         roles = [self._resolve_role(role) for role in fields.pop("roles", None) or ()]
         if fields.get("password") is not None:
             fields["password"] = self.hash_password(fields["password"])
@@ -244,9 +269,9 @@ class UserDatastore(UserSessions[U, R]):
                 raise UserExistsError(f"A user with {attribute} {value!r} already exists.")
         try:
             with self.transaction():
-                user: U = _build(self.user_model, fields)
+                user: U = build(self.user_model, fields)
                 self.models.put(user)
-                for role in _unique_by_name(roles):
+                for role in unique_by_name(roles):
                     self.models.link(user, role)
         except DuplicateError as exc:
             raise UserExistsError(f"A user with these details already exists: {exc}") from exc
@@ -303,7 +328,7 @@ class UserDatastore(UserSessions[U, R]):
         :raises DuplicateError: when a role with that name exists.
         """
         fields = dict(kwargs)
-        _check_storable(fields)
+        check_storable(fields)
         name = fields.get("name")
         if not name or not isinstance(name, str):
             raise SessionStoreError("A role needs a non-empty string name.")
@@ -314,7 +339,7 @@ class UserDatastore(UserSessions[U, R]):
         if names is not None:
             check_permission_names(names)
         with self.transaction():
-            role: R = _build(self.role_model, fields)
+            role: R = build(self.role_model, fields)
             if names is not None:
                 store_permissions(role, names)
             self.models.put(role)
@@ -464,37 +489,3 @@ class UserDatastore(UserSessions[U, R]):
         if isinstance(name, str) and hasattr(self.user_model, name):
             return name
         return None
-
-
-def _check_storable(fields: dict[str, Any]) -> None:
-    for name, value in fields.items():
-        if not storable(value):
-            raise InvalidValueError(
-                f"{name} must not contain a NUL character or a lone surrogate."
-            )
-
-
-def _identity_value(value: Any) -> bool:
-    # Emails and usernames are strings (or unset): any other value would reach the
-    # database as a number, an array or an operator, which each one treats its own way.
-    return value is None or isinstance(value, str)
-
-
-def _build(model: type[Any], fields: dict[str, Any]) -> Any:
-    """Make an object of ``model``. An ORM that checks values in Python (Pony) refuses
-    a bad one here, with a ValueError, before any database sees it."""
-    try:
-        return model(**fields)
-    except ValueError as exc:
-        raise InvalidValueError(f"{model.__name__} refused a value: {exc}") from exc
-
-
-def _unique_by_name(roles: Iterable[R]) -> list[R]:
-    seen: set[Any] = set()
-    unique = []
-    for role in roles:
-        name = getattr(role, "name", None)
-        if name not in seen:
-            seen.add(name)
-            unique.append(role)
-    return unique

@@ -156,6 +156,7 @@ def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSes
         samesite=samesite,
         sign_with=sign_with,
         store_client_info=bool(config["SESSIONSTORE_STORE_CLIENT_INFO"]),
+        drop_on_login=_names(config, "SESSIONSTORE_DROP_ON_LOGIN"),
     )
 
 
@@ -168,6 +169,13 @@ def _duration(config: Any, name: str) -> timedelta:
     raise RuntimeError(
         f"{name} must be a timedelta or a positive number of seconds, not {value!r}."
     )
+
+
+def _names(config: Any, name: str) -> tuple[str, ...]:
+    value = config[name]
+    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+        raise RuntimeError(f"{name} must be a list of session key names, not {value!r}.")
+    return tuple(value)
 
 
 def _cap(value: Any) -> int | None:

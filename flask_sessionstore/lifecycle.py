@@ -80,11 +80,16 @@ class SessionLifecycle:
 
     :param rows: where the rows live (an ORM's rows, or the cache layer over them).
     :param policy: the timeouts and the cap.
+    :param stamp_of: returns a user's credential stamp; a session whose stored stamp is
+        not its owner's is dead (S29).
     """
 
-    def __init__(self, rows: SessionRows, policy: SessionPolicy) -> None:
+    def __init__(self, rows: SessionRows, policy: SessionPolicy,
+                 stamp_of: Callable[[Any], str]) -> None:
         self.rows = rows
         self.policy = policy
+        #: Returns a user's credential stamp (S29).
+        self.stamp_of = stamp_of
         self._bound = False
 
     def bind(self, policy: SessionPolicy) -> None:
@@ -102,30 +107,59 @@ class SessionLifecycle:
             )
         self.policy, self._bound = policy, True
 
+    def load(self, key: str, now: datetime) -> tuple[SessionRecord, Any] | None:
+        """Return the live session stored under ``key`` and its user, or None.
+
+        A session of a user who is gone, inactive, or whose credentials changed since it
+        was made (its stamp differs) is dead: it is ended here and None is returned
+        (S15, S16, S29), whoever made the change and however. The check reads only what
+        the row's one query brought.
+        """
+        found = self.rows.load(key, now)
+        if found is None or found[0].user_pk is None:
+            return found
+        record, user = found
+        if user is not None and getattr(user, "is_active", True) \
+                and record.stamp == self.stamp_of(user):
+            return found
+        log.info("session %s ended: its user is gone, inactive or changed credentials",
+                 short_hash(key))
+        if self.end(key):
+            signals.session_revoked.send(self, key=key, user_pk=record.user_pk)
+        return None
+
     def issue(self, *, owner: Any, data: dict[str, Any], permanent: bool,
+              user: Any = None, created_at: datetime | None = None,
               user_agent: str | None = None,
               ip_address: str | None = None) -> tuple[str, SessionRecord]:
         """Store a session under a new id; return the id and the stored record.
 
-        The one place sessions are born, for cookies and tokens alike. A colliding id is
-        drawn again, never overwritten (S03). When the policy caps sessions per user, the
-        owner's oldest sessions beyond the cap are ended (S18).
+        The one place sessions are born, for cookies and tokens alike. ``user`` is the
+        owner (None for an anonymous session), whose credential stamp the row keeps. A
+        colliding id is drawn again, never overwritten (S03). When the policy caps
+        sessions per user, the owner's oldest sessions beyond the cap are ended (S18). A
+        session moved to a new id passes its ``created_at``, from which its absolute
+        timeout counts (S11, S30).
         """
+        if owner is not None and user is None:
+            raise ValueError("A user's session is issued with the user, for its stamp.")
         now = utcnow()
+        born = now if created_at is None else created_at
         for _ in range(_INSERT_ATTEMPTS):
             session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
             record = SessionRecord(
                 key=session_key(session_id),
                 user_pk=owner,
                 data=serializer.dumps(data),
-                created_at=now,
+                created_at=born,
                 last_seen_at=now,
                 expires_at=self.policy.expires_at(
-                    created_at=now, now=now, authenticated=owner is not None,
+                    created_at=born, now=now, authenticated=owner is not None,
                     permanent=permanent,
                 ),
                 user_agent=_clip(user_agent, 512),
                 ip_address=_clip(ip_address, 45),
+                stamp=None if owner is None else self.stamp_of(user),
             )
             try:
                 self.rows.insert(record)

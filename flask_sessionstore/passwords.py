@@ -8,6 +8,8 @@ next successful login.
 
 from __future__ import annotations
 
+import os
+import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +34,10 @@ class PasswordHasher:
         truncated, so no two different passwords ever share a hash.
     :param settings: extra ``CryptContext`` settings, such as
         ``{"argon2__memory_cost": 19456}``.
+    :param max_concurrent: how many hashes or verifications may run at once in this
+        process; more wait their turn (S34). Each argon2 call holds its memory cost
+        (64 MiB by default) while it runs, so this bounds what a burst of login attempts
+        can take; by default, one per CPU.
     """
 
     def __init__(
@@ -40,11 +46,14 @@ class PasswordHasher:
         *,
         max_length: int = 1024,
         settings: Mapping[str, Any] | None = None,
+        max_concurrent: int | None = None,
     ):
         if not schemes:
             raise ValueError("PasswordHasher needs at least one scheme, such as 'argon2'.")
         self.schemes = tuple(schemes)
         self.max_length = max_length
+        self.max_concurrent = max_concurrent or os.cpu_count() or 1
+        self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self._context = CryptContext(
             schemes=list(self.schemes), deprecated="auto", **dict(settings or {})
         )
@@ -63,6 +72,8 @@ class PasswordHasher:
         """
         if not isinstance(password, str):
             raise PasswordError(f"A password must be a str, not {type(password).__name__}.")
+        # The length first: normalizing costs time in the length, and may lengthen.
+        _check_length(password, self.max_length)
         normalized = unicodedata.normalize("NFKC", password)
         try:
             normalized.encode("utf-8")
@@ -71,11 +82,7 @@ class PasswordHasher:
             raise PasswordError("A password must not contain a lone surrogate.") from None
         if not normalized:
             raise PasswordError("A password must not be empty.")
-        if len(normalized) > self.max_length:
-            raise PasswordError(
-                f"A password must be at most {self.max_length} characters long; "
-                f"this one has {len(normalized)}."
-            )
+        _check_length(normalized, self.max_length)
         return normalized
 
     def hash(self, password: str) -> str:
@@ -83,7 +90,9 @@ class PasswordHasher:
 
         :raises PasswordError: see :meth:`normalize`.
         """
-        return str(self._context.hash(self.normalize(password)))
+        normalized = self.normalize(password)
+        with self._slots:
+            return str(self._context.hash(normalized))
 
     def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
         """Check ``password`` against ``password_hash``.
@@ -98,11 +107,21 @@ class PasswordHasher:
         except PasswordError:
             candidate = None
         if candidate is None or not password_hash or not self._context.identify(password_hash):
-            self._context.verify("wrong", self._dummy_hash)
+            self.dummy_verify()
             return False, None
-        matched, new_hash = self._context.verify_and_update(candidate, password_hash)
+        with self._slots:
+            matched, new_hash = self._context.verify_and_update(candidate, password_hash)
         return bool(matched), new_hash
 
     def dummy_verify(self) -> None:
         """Spend the work of one verification, for a login whose user does not exist."""
-        self._context.verify("wrong", self._dummy_hash)
+        with self._slots:
+            self._context.verify("wrong", self._dummy_hash)
+
+
+def _check_length(password: str, max_length: int) -> None:
+    if len(password) > max_length:
+        raise PasswordError(
+            f"A password must be at most {max_length} characters long; "
+            f"this one has {len(password)}."
+        )

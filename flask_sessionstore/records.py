@@ -8,9 +8,10 @@ request brought.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -20,6 +21,8 @@ __all__ = [
     "TOKEN_MARK",
     "KeyKind",
     "SessionRecord",
+    "credential_stamp",
+    "matches",
     "parse_key",
     "parse_session_id",
     "session_key",
@@ -68,6 +71,18 @@ def session_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
 
 
+def credential_stamp(values: Sequence[object]) -> str:
+    """Return the stamp of a user's credentials: the SHA-256, in hex, of ``values`` (the
+    password hash, the token column, the identity attributes) in a fixed form.
+
+    A session stores its owner's stamp and is dead once the owner's differs (S29), so
+    any change to one of these values, however it is made, ends every session made
+    before it. Only a hash is stored: the session table never holds the password hash.
+    """
+    fixed = [None if value is None else str(value) for value in values]
+    return hashlib.sha256(json.dumps(fixed).encode()).hexdigest()
+
+
 def short_hash(key: str) -> str:
     """Return the first characters of a session key, for logs (never the raw id)."""
     return key[:12]
@@ -90,6 +105,8 @@ class SessionRecord:
     expires_at: datetime
     user_agent: str | None = None
     ip_address: str | None = None
+    #: The owner's credential stamp when the session was made (S29); None if anonymous.
+    stamp: str | None = None
     #: Set by :meth:`UserDatastore.list_sessions`: this is the current request's session.
     current: bool = False
     #: Set when the record was read with its user (:meth:`UserDatastore.retrieve_session`).
@@ -190,6 +207,20 @@ def _storable_text(value: str) -> bool:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return False
+    return True
+
+
+def matches(obj: object, criteria: dict[str, Any], case_insensitive: bool = False) -> bool:
+    """Return whether ``obj``'s attributes equal ``criteria`` in Python's terms: a value
+    of another type never equals (``"1"`` is not ``1``), nor do strings a database's
+    collation calls equal. With ``case_insensitive``, strings are compared lower-cased
+    (the criteria's already are)."""
+    for name, wanted in criteria.items():
+        stored = getattr(obj, name, None)
+        if case_insensitive and isinstance(stored, str) and isinstance(wanted, str):
+            stored = stored.lower()
+        if stored != wanted:
+            return False
     return True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request, Response, has_request_context
@@ -19,7 +19,7 @@ from flask.sessions import SessionInterface, SessionMixin, session_json_serializ
 from itsdangerous import BadSignature, Signer
 
 from . import signals
-from .exceptions import DatastoreUnavailableError
+from .exceptions import ConstraintError, DatastoreUnavailableError, DuplicateError
 from .lifecycle import SessionPolicy
 from .records import TOKEN_MARK, SessionRecord, parse_session_id, session_key, short_hash, utcnow
 
@@ -42,6 +42,8 @@ log = logging.getLogger("flask_sessionstore")
 #: server-side session here, so these are never stored; knowing that lets the
 #: interface answer Flask-Login's after-request check without reading the database.
 _UNSTORED_KEYS = frozenset({"_remember", "_remember_seconds"})
+#: What Flask-Login itself sets for the login under way, before it tells the session.
+_LOGIN_KEYS = frozenset({"_user_id", "_fresh", "_id"}) | _UNSTORED_KEYS
 #: A cookie value longer than this is refused unread (an id is 43 characters, a
 #: signed one about 70).
 _MAX_COOKIE = 200
@@ -68,6 +70,8 @@ class ServerSession(SessionMixin):
         self._data: dict[str, Any] = {}
         self._rotate = False
         self._ended = False
+        # Set by login(): the new id belongs to a new login, not to a moved session.
+        self._logged_in = False
 
     # -- loading -------------------------------------------------------------------
 
@@ -93,7 +97,7 @@ class ServerSession(SessionMixin):
         # Marked loaded only once the read succeeded: a request whose read failed (the
         # database went away) must not save an empty session over the stored one, nor
         # clear the cookie.
-        found = self.interface.datastore.rows.load(key, utcnow())
+        found = self.interface.datastore.lifecycle.load(key, utcnow())
         self.loaded = True
         if found is None:
             # Unknown, expired or revoked: never adopted (S05).
@@ -160,10 +164,20 @@ class ServerSession(SessionMixin):
     # -- lifecycle -----------------------------------------------------------------
 
     def login(self, user: Any, user_pk: Any) -> None:
-        """Attach ``user`` to this session and give it a new id (S07)."""
+        """Attach ``user`` to this session and give it a new id (S07).
+
+        Data that belonged to another user, and the keys the app names in
+        ``SESSIONSTORE_DROP_ON_LOGIN``, do not survive (S31); an anonymous visitor's data
+        (a cart) does.
+        """
         self._load()
+        if self.user_pk is not None and self.user_pk != user_pk:
+            self._data = {k: v for k, v in self._data.items() if k in _LOGIN_KEYS}
+        for name in self.interface.drop_on_login:
+            self._data.pop(name, None)
         self.user, self.user_pk = user, user_pk
         self._ended = False
+        self._logged_in = True
         self.rotate()
 
     def relogin(self, user: Any) -> None:
@@ -207,11 +221,14 @@ class ServerSessionInterface(SessionInterface):
         samesite: str | None,
         sign_with: str | bytes | None = None,
         store_client_info: bool = True,
+        drop_on_login: tuple[str, ...] = (),
     ) -> None:
         self.datastore = datastore
         self.secure = secure
         self.samesite = samesite
         self.store_client_info = store_client_info
+        #: Session keys that never survive a login (S31).
+        self.drop_on_login = drop_on_login
         self._signer = (
             Signer(sign_with, salt="flask-sessionstore.cookie") if sign_with else None
         )
@@ -293,14 +310,24 @@ class ServerSessionInterface(SessionInterface):
         keep = bool(data) or session.user_pk is not None
         record = session.record
 
-        rotated_from = None
+        rotated_from = born = None
         if record is not None and (session._rotate or session._ended or not keep):
-            lifecycle.end(record.key)
+            ended_here = lifecycle.end(record.key)
             if session._ended or not keep:
                 log.info("session %s ended", short_hash(record.key))
                 signals.session_revoked.send(self, key=record.key, user_pk=record.user_pk)
+            elif not (ended_here or session._logged_in):
+                # S30: a rotation moves a live session. This one was ended (a logout, a
+                # revoke) while the request ran: it stays ended, under no id.
+                log.info("session %s ended while a rotation was under way",
+                         short_hash(record.key))
+                self._delete_cookie(app, response)
+                return
             else:
                 rotated_from = record.key
+                # A moved session keeps its creation time, and so its absolute
+                # timeout (S11); a login starts a new one.
+                born = None if session._logged_in else record.created_at
             session.record = record = None
         if not keep:
             # An empty anonymous session is never stored and gets no cookie (S28).
@@ -309,7 +336,17 @@ class ServerSessionInterface(SessionInterface):
             return
 
         if record is None:
-            created = self._insert(session, data, request)
+            try:
+                created = self._insert(session, data, request, born)
+            except ConstraintError as exc:
+                if session.user_pk is None or isinstance(exc, DuplicateError):
+                    raise
+                # The user was deleted while this request ran (a login racing the
+                # deletion): the row's foreign key refuses it, and no session is kept.
+                log.warning("session not stored: its user no longer exists")
+                if session.had_cookie:
+                    self._delete_cookie(app, response)
+                return
             if rotated_from is not None and session.record is not None:
                 log.info("session %s rotated to %s", short_hash(rotated_from),
                          short_hash(session.record.key))
@@ -334,16 +371,19 @@ class ServerSessionInterface(SessionInterface):
 
     # -- helpers -------------------------------------------------------------------
 
-    def _insert(self, session: ServerSession, data: dict[str, Any], request: Request) -> str:
+    def _insert(self, session: ServerSession, data: dict[str, Any], request: Request,
+                born: datetime | None) -> str:
         session_id, record = self.datastore.lifecycle.issue(
             owner=session.user_pk,
+            user=session.user,
+            created_at=born,
             data=data,
             permanent=session.permanent,
             user_agent=request.user_agent.string if self.store_client_info else None,
             ip_address=request.remote_addr if self.store_client_info else None,
         )
         session.session_id, session.record = session_id, record
-        session._rotate = session._ended = False
+        session._rotate = session._ended = session._logged_in = False
         return session_id
 
     def _set_cookie(self, app: Flask, response: Response, session: ServerSession,

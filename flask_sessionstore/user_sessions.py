@@ -19,7 +19,14 @@ from .cache import CachedSessionRows, RedisSessionCache
 from .contract import ModelStore, SessionRows, in_scope
 from .exceptions import PasswordError
 from .lifecycle import SessionLifecycle
-from .records import TOKEN_MARK, SessionRecord, parse_session_id, session_key, utcnow
+from .records import (
+    TOKEN_MARK,
+    SessionRecord,
+    credential_stamp,
+    parse_session_id,
+    session_key,
+    utcnow,
+)
 
 __all__ = ["RequestSession", "UserSessions"]
 
@@ -51,6 +58,7 @@ class UserSessions(Generic[U, R]):
     #: (installed by ``SessionStore``; outside an app there is none).
     current_session: Callable[[], RequestSession | None]
 
+    identity_attributes: tuple[str, ...]
     _own_rows: SessionRows
     _cache: RedisSessionCache | None
 
@@ -63,6 +71,14 @@ class UserSessions(Generic[U, R]):
         def transaction(self) -> AbstractContextManager[None]: ...
         def _token_attribute(self) -> str | None: ...
         def _after_commit(self, action: Callable[[], object]) -> None: ...
+
+    def credential_stamp(self, user: U) -> str:
+        """Return the stamp of ``user``'s credentials that each of its sessions keeps:
+        a hash of its password hash, its token column and its identity attributes. A
+        change to any of them ends every session made before it (S29)."""
+        token = self._token_attribute()
+        names = ["password", token or "", *self.identity_attributes]
+        return credential_stamp(self.models.attributes(user, names))
 
     @property
     def cache(self) -> RedisSessionCache | None:
@@ -139,10 +155,10 @@ class UserSessions(Generic[U, R]):
             setattr(user, token_attribute, secrets.token_urlsafe(32))
             with self.transaction():
                 self.models.put(user)
-            if keep_current and current is not None:
-                # The kept session must name the user by the new token, or it would
-                # no longer load its own user.
-                current.relogin(user)
+        if keep_current and current is not None:
+            # The kept session is stored again (rotated) with ``user``'s id and stamp as
+            # they are when the request ends: after the change that called for this.
+            current.relogin(user)
         return count
 
     # The session API for clients without cookies (mobile apps, API scripts): a token
@@ -176,7 +192,7 @@ class UserSessions(Generic[U, R]):
         if user is not None:
             data.update(_user_id=str(user.get_id()), _fresh=True)  # type: ignore[attr-defined]
         token, _ = self.lifecycle.issue(
-            owner=self.user_pk(user) if user is not None else None, data=data,
+            owner=self.user_pk(user) if user is not None else None, user=user, data=data,
             permanent=permanent,
         )
         return token

@@ -278,6 +278,21 @@ def test_posts_without_the_csrf_token_are_refused(app: Flask) -> None:
     assert logged_in(client)
 
 
+def test_s31_the_csrf_token_of_before_the_login_dies_with_the_login(app: Flask) -> None:
+    """A planted pre-login cookie knows the pre-login token; after the login it is
+    refused, and the form pages carry a new one."""
+    register(app.test_client())
+    client = app.test_client()
+    before = token(client, "/login")
+    response = client.post("/login", data={"csrf_token": before, "email": MEMBER,
+                                           "password": MEMBER_PASSWORD})
+    assert response.status_code == 302 and logged_in(client)
+    assert client.post("/logout", data={"csrf_token": before}).status_code == 400
+    after = token(client, "/")
+    assert after != before
+    assert client.post("/logout", data={"csrf_token": after}).status_code == 302
+
+
 def test_a_token_from_another_session_is_refused(app: Flask) -> None:
     first, second = member(app), app.test_client()
     login(second)

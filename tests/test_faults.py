@@ -12,7 +12,12 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_sessionstore import DatastoreUnavailableError, SessionStore, SQLAlchemyUserDatastore
+from flask_sessionstore import (
+    DatastoreUnavailableError,
+    SessionStore,
+    SQLAlchemyUserDatastore,
+    current_datastore,
+)
 
 from .app import make_app
 from .backends import Backend, server_url
@@ -103,3 +108,38 @@ def test_connections_killed_mid_run_recover_without_restart(postgresql_backend: 
     # drops it and the next request reconnects.
     assert set(statuses) <= {200, 503} and statuses[-1] == 200
     assert client.get("/cart").get_json() == {"cart": 1}
+
+
+def test_a_database_gone_before_a_password_changes_session_is_saved_is_a_503(
+    app: Flask, ds: Any, backend: Backend
+) -> None:
+    """The kept session of a password change is stored again with the user's new
+    credential stamp (S29), read from the user object after its commit expired it
+    (SQLAlchemy reloads it): if the database is gone by then, that is a 503, not a 500.
+    Found by the load test's database restarts."""
+    if backend.orm != "sqlalchemy":
+        pytest.skip("only SQLAlchemy reloads an object's attributes after a commit")
+    ds.create_user(email="ann@example.com", password="pw")
+
+    def refuse(dialect: Any, *args: Any, **kwargs: Any) -> Any:
+        raise dialect.loaded_dbapi.OperationalError("the database went away")
+
+    @app.post("/change-then-lose-the-database")
+    def change() -> object:
+        from flask_login import current_user
+
+        current_datastore.change_password(current_user._get_current_object(), "new")
+        current_datastore.db.session.close()
+        engine = current_datastore.db.engine
+        engine.dispose()
+        sa.event.listen(engine, "do_connect", refuse)
+        return "changed"
+
+    client = app.test_client()
+    _login(client)
+    try:
+        response = client.post("/change-then-lose-the-database")
+    finally:
+        with app.app_context():
+            sa.event.remove(backend.db.engine, "do_connect", refuse)  # type: ignore[attr-defined]
+    assert response.status_code == 503

@@ -288,13 +288,17 @@ def test_deleted_role_is_unlinked_from_its_users(
 
 def test_case_insensitive_lookup_matches_the_whole_value_literally(ds: Any) -> None:
     ds.create_user(email="a.b+c@example.com", password="pw")
-    ds.create_user(email="bob@example.com\n", password="pw")
+    # Stored with a final newline through the model store: the datastore would strip it
+    # (S32), and the translator's regular expression must not need that.
+    ds.models.put(ds.user_model(email="bob@example.com\n", password="x", active=True))
+    ds.commit()
     assert ds.find_user(email="A.B+C@EXAMPLE.COM", case_insensitive=True) is not None
+    models = ds.models
     for other in ("axb+c@example.com", "a.b+c@example.co", "a.b+c@example.com ",
                   " a.b+c@example.com", ".*", "a.b+c@.*", "^a", "", "bob@example.com"):
         # "bob@example.com" must not find "bob@example.com\n": "$" alone would.
-        assert ds.find_user(email=other, case_insensitive=True) is None, other
-    assert ds.get_user("BOB@example.com\n") is not None
+        assert models.find_user({"email": other}, case_insensitive=True) is None, other
+    assert models.find_user({"email": "bob@example.com\n"}, case_insensitive=True) is not None
 
 
 def test_operator_documents_and_non_keys_never_reach_a_query(ds: Any) -> None:

@@ -33,6 +33,8 @@ def python_lower(value: object) -> object:
 #: type the column does not take); class 22 is "data exception" (too long, out of range).
 _PG_UNIQUE = "23505"
 _PG_DATATYPE_MISMATCH = "42804"
+#: 42883 undefined_function: no operator for these types ("text = integer").
+_PG_NO_OPERATOR = "42883"
 #: MySQL and MariaDB error numbers. Duplicates: 1062 ER_DUP_ENTRY, 1586 (with a key
 #: name). Values refused, which the drivers report as OperationalError like a lost
 #: connection: 1241 a row where one value belongs, 1267, 1270 and 1271 an illegal mix of
@@ -114,7 +116,7 @@ def _duplicate(error: BaseException) -> bool:
 
 def _refused_value(error: BaseException) -> bool:
     sqlstate, errno = _codes(error)
-    if sqlstate == _PG_DATATYPE_MISMATCH:
+    if sqlstate in (_PG_DATATYPE_MISMATCH, _PG_NO_OPERATOR):
         return True
     if isinstance(sqlstate, str) and sqlstate.startswith("22"):
         return True

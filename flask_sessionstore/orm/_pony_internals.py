@@ -93,6 +93,13 @@ def has_attribute(entity: Any, name: str) -> bool:
     return name in vars(entity) or name in entity._adict_
 
 
+def is_column(entity: Any, name: str) -> bool:
+    """Return whether ``name`` is a stored attribute of ``entity`` (not a property or a
+    method of its class)."""
+    attribute = entity._adict_.get(name)
+    return attribute is not None and bool(attribute.columns or attribute.is_pk)
+
+
 def primary_key(entity: Any) -> tuple[Any, ...]:
     """Return the attributes of ``entity``'s primary key."""
     return tuple(entity._pk_attrs_)

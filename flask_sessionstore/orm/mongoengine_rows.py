@@ -22,7 +22,7 @@ __all__ = ["SESSION_FIELDS", "MongoEngineRows"]
 
 #: The fields a session document must have; their ``db_field`` names may differ.
 SESSION_FIELDS = ("key", "user", "data", "created_at", "last_seen_at", "expires_at",
-                  "user_agent", "ip_address")
+                  "user_agent", "ip_address", "stamp")
 TIMES = ("created_at", "last_seen_at", "expires_at")
 
 

@@ -18,6 +18,7 @@ from playhouse.flask_utils import FlaskDB
 
 from ..contract import ModelStore, SessionRows
 from ..datastore import UserDatastore
+from ..exceptions import SessionStoreError
 from ..records import ANY_USER, SessionRecord
 from . import _peewee_internals as internals
 from ._dbapi import SQLITE_LOWER, python_lower, translate
@@ -31,7 +32,8 @@ R = TypeVar("R")
 #: Session models made, per user model and table name: a second datastore reuses them.
 _models: weakref.WeakKeyDictionary[type[Any], dict[str, type[Any]]] = weakref.WeakKeyDictionary()
 #: The columns a :class:`SessionRecord` shares with a row, under the same names.
-_FIELDS = ("key", "data", "created_at", "last_seen_at", "expires_at", "user_agent", "ip_address")
+_FIELDS = ("key", "data", "created_at", "last_seen_at", "expires_at", "user_agent", "ip_address",
+           "stamp")
 
 
 def session_model_for(db: Any, user_model: type[Any], *,
@@ -58,6 +60,7 @@ def session_model_for(db: Any, user_model: type[Any], *,
             "created_at": when(), "last_seen_at": when(), "expires_at": when(index=True),
             "user_agent": peewee.CharField(max_length=512, null=True),
             "ip_address": peewee.CharField(max_length=45, null=True),
+            "stamp": peewee.CharField(max_length=64, null=True),
         })
     return made[table_name]
 
@@ -174,6 +177,8 @@ class PeeweeModels(ModelStore[U, R]):
 
     def find_user(self, criteria: dict[str, Any], *, case_insensitive: bool = False) -> U | None:
         columns = internals.fields(self.user_model)
+        for name in criteria.keys() - columns.keys():
+            raise SessionStoreError(f"{self.user_model.__name__}.{name} is not a column.")
         # An index on LOWER(column) serves this (see the docs page).
         sqlite = isinstance(self.prepared(), peewee.SqliteDatabase)
         lower = getattr(peewee.fn, SQLITE_LOWER) if sqlite else peewee.fn.LOWER

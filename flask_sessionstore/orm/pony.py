@@ -78,6 +78,7 @@ def session_entity_for(db: Any, user_model: type[Any]) -> Any:
         "expires_at": orm.Required(datetime, precision=6, index=True),
         "user_agent": orm.Optional(str, 512, nullable=True),
         "ip_address": orm.Optional(str, 45, nullable=True),
+        "stamp": orm.Optional(str, 64, nullable=True),
     })
     internals.add_attribute(user_model, REVERSE_ATTRIBUTE,
                             orm.Set(entity, reverse="user", cascade_delete=True))
@@ -181,6 +182,9 @@ class PonyModels(ModelStore[U, R]):
             self.db.flush()
 
     def find_user(self, criteria: dict[str, Any], *, case_insensitive: bool = False) -> U | None:
+        for name in criteria:
+            if not internals.is_column(self.user_model, name):
+                raise SessionStoreError(f"{self.user_model.__name__}.{name} is not a column.")
         with self._work():
             query = cast(Any, self.user_model).select()
             # Pony reads a lambda's outer names when filter() is called: each filter keeps

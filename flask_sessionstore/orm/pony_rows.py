@@ -19,7 +19,7 @@ __all__ = ["SESSION_FIELDS", "PonyRows", "SessionTable"]
 
 #: The session entity's attributes, in the order of :class:`SessionRecord`.
 SESSION_FIELDS = ("key", "user", "data", "created_at", "last_seen_at", "expires_at",
-                  "user_agent", "ip_address")
+                  "user_agent", "ip_address", "stamp")
 #: SQLite and MariaDB take no OFFSET without a LIMIT: the LIMIT of "no limit".
 _NO_LIMIT = 2**62
 
