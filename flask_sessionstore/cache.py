@@ -7,8 +7,11 @@ It is a layer, not a part of any ORM: :class:`CachedSessionRows` wraps whatever
 * a read that misses goes to the database and then *adds* the row to the cache, never
   overwriting an entry (so a slow reader cannot put back older data);
 * a write goes to the database first, then replaces the entry, unless the entry says
-  the session ended; a renewal that did not change the data only moves the entry's
-  expiry, so it never writes older data over a newer write;
+  the session ended; a renewal that did not change the data drops the entry instead,
+  so it never writes older data over a newer write;
+* every entry carries a MAC under the app's secret over the session's key and all its
+  fields (S36): an entry someone wrote straight into Redis is not trusted, so write
+  access to Redis is not a login;
 * every end of a session (logout, revoke, rotation, expiry found on update) writes a
   short-lived tombstone after the database delete, so no reader can bring the entry
   back (S19);
@@ -21,6 +24,8 @@ Every command touches one key, so the cache works on Redis Cluster.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -52,19 +57,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """ % _TOMBSTONE  # noqa: UP031 (a Lua literal)
 
-# Move a cached entry's last-seen and expiry (and its data, when ARGV[4] is "1") without
-# touching the rest; a missing entry or a tombstone is left as it is. KEYS[1]: the
-# entry; ARGV: last seen, expires at, data, "1" to set the data, ttl in ms. The entry is
-# the JSON array of _encode, whose items 4 and 5 (Lua counts from 1) are the times.
-_PATCH_IF_CACHED = """
-local raw = redis.call('GET', KEYS[1])
-if not raw or raw == '%s' then return 0 end
-local entry = cjson.decode(raw)
-entry[4] = ARGV[1]
-entry[5] = ARGV[2]
-if ARGV[4] == '1' then entry[2] = ARGV[3] end
-redis.call('SET', KEYS[1], cjson.encode(entry), 'PX', ARGV[5])
-return 1
+# Drop the entry unless it is a tombstone (which must outlive any reader that loaded the
+# row before it ended). KEYS[1]: the entry.
+_FORGET_UNLESS_ENDED = """
+if redis.call('GET', KEYS[1]) == '%s' then return 0 end
+return redis.call('DEL', KEYS[1])
 """ % _TOMBSTONE  # noqa: UP031 (a Lua literal)
 
 #: How many sessions' fixed fields (owner, creation, client) a process remembers, to
@@ -81,17 +78,23 @@ class RedisSessionCache:
     :param ttl: the longest an entry (or a tombstone) lives; an entry never outlives its
         session.
     :param retry_after: how long to leave Redis alone after a failure.
+    :param secret: the key entries are authenticated with (S36); ``SessionStore`` sets
+        the app's ``SECRET_KEY`` when none is given. An entry whose MAC does not verify
+        (written by someone who can write to Redis but does not know the key) is ignored
+        and the database answers: write access to Redis is not a login.
     """
 
     def __init__(self, client: redis.Redis, *, prefix: str = "sessionstore:",
                  ttl: timedelta = timedelta(hours=1),
-                 retry_after: timedelta = timedelta(seconds=5)) -> None:
+                 retry_after: timedelta = timedelta(seconds=5),
+                 secret: str | bytes | None = None) -> None:
         self.client = client
+        self.secret = secret
         self.prefix = prefix
         self.ttl = ttl
         self.retry_after = retry_after.total_seconds()
         self._replace = client.register_script(_REPLACE_UNLESS_ENDED)
-        self._patch = client.register_script(_PATCH_IF_CACHED)
+        self._forget = client.register_script(_FORGET_UNLESS_ENDED)
         self._down_until = 0.0
         self._outage_logged = False
         self._dirty = False
@@ -115,31 +118,40 @@ class RedisSessionCache:
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         if text == _TOMBSTONE:
             return False
-        return _decode(key, text)
+        record = _decode(key, text, self._mac_key())
+        if record is None:
+            log.warning("session cache entry %s failed its check; not trusted", key[:12])
+        return record
 
     def add(self, record: SessionRecord, now: datetime) -> None:
         """Cache ``record`` if nothing (no entry, no tombstone) is cached for it."""
         ttl_ms = self._ttl_ms(record, now)
         if ttl_ms > 0:
             self._call(lambda: self.client.set(
-                self.prefix + record.key, _encode(record), px=ttl_ms, nx=True), None)
+                self.prefix + record.key, _encode(record, self._mac_key()), px=ttl_ms,
+                nx=True), None)
 
     def replace(self, record: SessionRecord, now: datetime) -> None:
         """Cache ``record`` after a write, unless its session has ended meanwhile."""
         ttl_ms = self._ttl_ms(record, now)
         if ttl_ms > 0:
             self._call(lambda: self._replace(
-                keys=[self.prefix + record.key], args=[_encode(record), ttl_ms]), None)
+                keys=[self.prefix + record.key],
+                args=[_encode(record, self._mac_key()), ttl_ms]), None)
 
-    def patch(self, key: str, now: datetime, *, data: str | None,
-              expires_at: datetime) -> None:
-        """Move a cached entry's expiry (and data, unless None) after a write; an entry
-        not cached, or a tombstone, is left alone."""
-        ttl_ms = int(min(expires_at - now, self.ttl).total_seconds() * 1000)
-        if ttl_ms > 0:
-            args = [now.isoformat(), expires_at.isoformat(), data or "",
-                    "0" if data is None else "1", ttl_ms]
-            self._call(lambda: self._patch(keys=[self.prefix + key], args=args), None)
+    def forget(self, key: str) -> None:
+        """Drop the entry of ``key`` (not a tombstone): the next read reloads it."""
+        self._call(lambda: self._forget(keys=[self.prefix + key]), None)
+
+    def _mac_key(self) -> bytes:
+        if not self.secret:
+            raise RuntimeError(
+                "RedisSessionCache needs a secret to authenticate its entries: set the "
+                "app's SECRET_KEY, or pass secret= to the cache."
+            )
+        secret = self.secret.encode() if isinstance(self.secret, str) else self.secret
+        # A key of its own, so that no MAC here is a valid cookie signature, or the reverse.
+        return hashlib.sha256(b"flask-sessionstore.cache\x00" + secret).digest()
 
     def end(self, keys: Iterable[str]) -> None:
         """Mark the sessions stored under ``keys`` as ended (after their rows went)."""
@@ -192,8 +204,8 @@ class RedisSessionCache:
         return int(remaining.total_seconds() * 1000)
 
 
-def _encode(record: SessionRecord) -> str:
-    return json.dumps([
+def _encode(record: SessionRecord, mac_key: bytes) -> str:
+    payload = json.dumps([
         None if record.user_pk is None else str(record.user_pk),
         record.data,
         record.created_at.isoformat(),
@@ -203,11 +215,17 @@ def _encode(record: SessionRecord) -> str:
         record.ip_address,
         record.stamp,
     ])
+    return f"{payload}|{_mac(mac_key, record.key, payload)}"
 
 
-def _decode(key: str, text: str) -> SessionRecord | None:
+def _decode(key: str, text: str, mac_key: bytes) -> SessionRecord | None:
+    payload, _, mac = text.rpartition("|")
+    # The MAC covers the session's key too: an entry copied under another key (a
+    # session id the copier knows) does not verify.
+    if not hmac.compare_digest(mac, _mac(mac_key, key, payload)):
+        return None
     try:
-        user_pk, data, created, seen, expires, agent, address, stamp = json.loads(text)
+        user_pk, data, created, seen, expires, agent, address, stamp = json.loads(payload)
         return SessionRecord(
             key=key, user_pk=user_pk, data=data,
             created_at=datetime.fromisoformat(created),
@@ -217,6 +235,10 @@ def _decode(key: str, text: str) -> SessionRecord | None:
         )
     except (ValueError, TypeError):
         return None  # Not ours, or from another version: the database answers.
+
+
+def _mac(mac_key: bytes, key: str, payload: str) -> str:
+    return hmac.new(mac_key, f"{key}\n{payload}".encode(), hashlib.sha256).hexdigest()
 
 
 class CachedSessionRows(SessionRows):
@@ -293,9 +315,11 @@ class CachedSessionRows(SessionRows):
                 ip_address=fixed.ip_address, stamp=fixed.stamp,
             ), now)
         else:
-            # A renewal alone never writes data: the entry keeps whatever the last
-            # write put there, which may be newer than this request's copy.
-            self.cache.patch(key, now, data=data, expires_at=expires_at)
+            # A renewal alone never writes data: this request's copy may be older than
+            # another tab's write. The entry is dropped instead (the next read reloads
+            # it from the database, one read per renewal interval), since an entry is
+            # only ever written whole, under its MAC.
+            self.cache.forget(key)
         return True
 
     def delete(self, keys: Iterable[str]) -> int:

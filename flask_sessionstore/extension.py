@@ -95,6 +95,13 @@ class SessionStore:
                     "This datastore already has another session cache: use one cache per "
                     "datastore (share the cache object between apps)."
                 )
+            if not cache.secret:
+                if not app.secret_key:
+                    raise RuntimeError(
+                        "The session cache authenticates its entries with the app's "
+                        "SECRET_KEY: set it, or pass secret= to RedisSessionCache."
+                    )
+                cache.secret = app.secret_key
             store.cache = cache
         store.lifecycle.bind(_policy(app.config))
         interface = _make_interface(app, store)

@@ -212,3 +212,37 @@ def test_an_end_missed_during_an_outage_is_not_served_after_it(
     assert replay.get("/me").status_code == 401
     left = {cache.client.get(name) for name in cache.client.scan_iter(match=cache.prefix + "*")}
     assert left == set(), left
+
+
+def test_s36_write_access_to_redis_is_not_a_login(
+    capp: Flask, cds: Any, cache: RedisSessionCache
+) -> None:
+    """Finding 10: an entry written straight into Redis, for a session id of the
+    attacker's choosing, naming the admin (its fields copied from the admin's own
+    entry, which read access shows), opens nothing."""
+    _seed(cds)
+    admin = capp.test_client()
+    _login(admin)
+    assert admin.get("/admin").status_code == 200  # the admin's entry is cached now
+    real = cache.client.get(cache.prefix + _key(_cookie(admin)))
+    assert real is not None
+    forged_id = "F" * 43
+    cache.client.set(cache.prefix + _key(forged_id), real)
+    attacker = capp.test_client()
+    attacker.set_cookie("session", forged_id)
+    assert attacker.get("/admin").status_code == 401
+    assert attacker.get("/me").status_code == 401
+
+
+def test_s36_a_tampered_entry_is_not_trusted(
+    capp: Flask, cds: Any, cache: RedisSessionCache
+) -> None:
+    _seed(cds)
+    client = capp.test_client()
+    client.post("/cart")
+    client.get("/cart")  # cached
+    name = cache.prefix + _key(_cookie(client))
+    raw = cache.client.get(name)
+    assert raw is not None and b'\\"cart\\":1' in raw
+    cache.client.set(name, raw.replace(b'\\"cart\\":1', b'\\"cart\\":99'))
+    assert client.get("/cart").get_json() == {"cart": 1}  # the database answers
