@@ -164,6 +164,7 @@ def _make_interface(app: Flask, datastore: UserDatastore[Any, Any]) -> ServerSes
         sign_with=sign_with,
         store_client_info=bool(config["SESSIONSTORE_STORE_CLIENT_INFO"]),
         drop_on_login=_names(config, "SESSIONSTORE_DROP_ON_LOGIN"),
+        freshness=_duration(config, "SESSIONSTORE_FRESHNESS"),
     )
 
 

@@ -46,6 +46,13 @@ def _on_logged_in(app: Flask, user: Any, **_: Any) -> None:
         current.permanent = True
 
 
+def _on_login_confirmed(app: Flask, **_: Any) -> None:
+    # flask_login.confirm_login(): the app had the password given again.
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    if EXTENSION_KEY in app.extensions and isinstance(current, ServerSession):
+        current.mark_fresh()
+
+
 def _on_logged_out(app: Flask, **_: Any) -> None:
     current = session._get_current_object()  # type: ignore[attr-defined]
     if EXTENSION_KEY in app.extensions and isinstance(current, ServerSession):
@@ -93,3 +100,4 @@ def init_login(app: Flask, login_manager: flask_login.LoginManager | None) -> No
     manager.request_loader(_load_user_from_request)
     flask_login.user_logged_in.connect(_on_logged_in, app, weak=False)
     flask_login.user_logged_out.connect(_on_logged_out, app, weak=False)
+    flask_login.user_login_confirmed.connect(_on_login_confirmed, app, weak=False)

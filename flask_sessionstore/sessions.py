@@ -8,9 +8,12 @@ for renewal, or when its id must change.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request, Response, has_request_context
@@ -42,6 +45,8 @@ log = logging.getLogger("flask_sessionstore")
 #: server-side session here, so these are never stored; knowing that lets the
 #: interface answer Flask-Login's after-request check without reading the database.
 _UNSTORED_KEYS = frozenset({"_remember", "_remember_seconds"})
+#: Where the session keeps the digest of its freshness cookie, and when it was set.
+_FRESH_MARK, _FRESH_SINCE = "_sessionstore_fresh_mark", "_sessionstore_fresh_since"
 #: What Flask-Login itself sets for the login under way, before it tells the session.
 _LOGIN_KEYS = frozenset({"_user_id", "_fresh", "_id"}) | _UNSTORED_KEYS
 #: A cookie value longer than this is refused unread (an id is 43 characters, a
@@ -57,10 +62,14 @@ class ServerSession(SessionMixin):
     """
 
     def __init__(self, interface: ServerSessionInterface, session_id: str | None,
-                 *, had_cookie: bool) -> None:
+                 *, had_cookie: bool, fresh_mark: str | None = None) -> None:
         self.interface = interface
         self.session_id = session_id
         self.had_cookie = had_cookie
+        # The browser-session cookie that proves the password was given in this browser
+        # session (S35), as the request brought it; and the one to set, if any.
+        self._fresh_mark = fresh_mark
+        self._new_fresh_mark: str | None = None
         self.record: SessionRecord | None = None
         self.user: Any = None
         self.user_pk: Any = None
@@ -113,7 +122,33 @@ class ServerSession(SessionMixin):
             signals.session_invalid.send(self.interface, key=key)
             self.session_id = None
             return
+        if data.get("_fresh") and not self._fresh_here(data):
+            # Not where (or no longer when) the password was given: Flask-Login then
+            # asks for it again (S35). Not written back unless something else changes.
+            data["_fresh"] = False
         self.record, self.user, self.user_pk, self._data = record, user, record.user_pk, data
+
+    def _fresh_here(self, data: dict[str, Any]) -> bool:
+        mark, since = data.get(_FRESH_MARK), data.get(_FRESH_SINCE)
+        if not (self._fresh_mark and isinstance(mark, str) and isinstance(since, str)):
+            return False
+        if not hmac.compare_digest(_digest(self._fresh_mark), mark):
+            return False
+        try:
+            age = utcnow() - datetime.fromisoformat(since)
+        except ValueError:
+            return False
+        return age <= self.interface.freshness
+
+    def mark_fresh(self) -> None:
+        """Record that the password was just given in this browser session: the session
+        is fresh there, until ``SESSIONSTORE_FRESHNESS`` has passed (S35)."""
+        self._load()
+        self._new_fresh_mark = secrets.token_urlsafe(32)
+        self._data[_FRESH_MARK] = _digest(self._new_fresh_mark)
+        self._data[_FRESH_SINCE] = utcnow().isoformat()
+        self._data["_fresh"] = True
+        self.modified = True
 
     @property
     def new(self) -> bool:  # type: ignore[override]
@@ -175,6 +210,8 @@ class ServerSession(SessionMixin):
             self._data = {k: v for k, v in self._data.items() if k in _LOGIN_KEYS}
         for name in self.interface.drop_on_login:
             self._data.pop(name, None)
+        if self._data.get("_fresh"):
+            self.mark_fresh()
         self.user, self.user_pk = user, user_pk
         self._ended = False
         self._logged_in = True
@@ -222,6 +259,7 @@ class ServerSessionInterface(SessionInterface):
         sign_with: str | bytes | None = None,
         store_client_info: bool = True,
         drop_on_login: tuple[str, ...] = (),
+        freshness: timedelta = timedelta(hours=24),
     ) -> None:
         self.datastore = datastore
         self.secure = secure
@@ -229,6 +267,8 @@ class ServerSessionInterface(SessionInterface):
         self.store_client_info = store_client_info
         #: Session keys that never survive a login (S31).
         self.drop_on_login = drop_on_login
+        #: How long a login stays fresh, in the browser session where it was made (S35).
+        self.freshness = freshness
         self._signer = (
             Signer(sign_with, salt="flask-sessionstore.cookie") if sign_with else None
         )
@@ -281,7 +321,8 @@ class ServerSessionInterface(SessionInterface):
         if raw is not None and session_id is None:
             log.info("rejected a malformed session cookie of %d characters", len(raw))
             signals.session_invalid.send(self, key=None)
-        return ServerSession(self, session_id, had_cookie=raw is not None)
+        return ServerSession(self, session_id, had_cookie=raw is not None,
+                             fresh_mark=request.cookies.get(self._fresh_cookie_name(app)))
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, ServerSession):
@@ -352,6 +393,7 @@ class ServerSessionInterface(SessionInterface):
                          short_hash(session.record.key))
                 signals.session_rotated.send(self, old_key=rotated_from, key=session.record.key)
             self._set_cookie(app, response, session, created)
+            self._set_fresh_cookie(app, response, session)
             return
 
         if not (session.modified or lifecycle.renewal_due(record, now)):
@@ -368,6 +410,7 @@ class ServerSessionInterface(SessionInterface):
             # A permanent cookie carries the expiry, so it changes with it (S22).
             assert session.session_id is not None
             self._set_cookie(app, response, session, session.session_id)
+        self._set_fresh_cookie(app, response, session)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -402,6 +445,22 @@ class ServerSessionInterface(SessionInterface):
             samesite=self.samesite,
             partitioned=self.get_cookie_partitioned(app),
         )
+
+    def _fresh_cookie_name(self, app: Flask) -> str:
+        return f"{self.get_cookie_name(app)}_fresh"
+
+    def _set_fresh_cookie(self, app: Flask, response: Response, session: ServerSession) -> None:
+        # Never persistent: a browser forgets it when it closes, and a remembered
+        # session that outlives it is then no longer fresh (S35).
+        if session._new_fresh_mark is None:
+            return
+        response.set_cookie(
+            self._fresh_cookie_name(app), session._new_fresh_mark, httponly=True,
+            domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+            secure=self.secure, samesite=self.samesite,
+            partitioned=self.get_cookie_partitioned(app),
+        )
+        session._new_fresh_mark = None
 
     def _delete_cookie(self, app: Flask, response: Response) -> None:
         response.delete_cookie(
@@ -456,3 +515,7 @@ def _make_unavailable(response: Response) -> None:
     response.headers["Content-Type"] = replacement.headers["Content-Type"]
     response.headers["Retry-After"] = "5"
     response.headers.pop("Set-Cookie", None)
+
+
+def _digest(mark: str) -> str:
+    return hashlib.sha256(mark.encode()).hexdigest()

@@ -190,7 +190,8 @@ class UserSessions(Generic[U, R]):
         if permanent:
             data["_permanent"] = True
         if user is not None:
-            data.update(_user_id=str(user.get_id()), _fresh=True)  # type: ignore[attr-defined]
+            # Never fresh (S35): a token proves no password given in a browser session.
+            data.update(_user_id=str(user.get_id()), _fresh=False)  # type: ignore[attr-defined]
         token, _ = self.lifecycle.issue(
             owner=self.user_pk(user) if user is not None else None, user=user, data=data,
             permanent=permanent,

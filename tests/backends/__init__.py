@@ -35,8 +35,9 @@ def server_url(database: str) -> str | None:
     return os.environ.get(SERVER_ENV[database]) or None
 
 
-#: The server databases this process made, dropped when the test run ends.
-_MADE: dict[str, str] = {}
+#: The server databases this process made, dropped when the test run ends: keyed by
+#: server and name, since the same name is made on PostgreSQL and on MariaDB.
+_MADE: dict[tuple[str, str], str] = {}
 
 
 def own_database(url: str, name: str) -> str:
@@ -76,7 +77,7 @@ def own_database(url: str, name: str) -> str:
         connection.close()
     else:
         raise ValueError(f"No server database can be made for {url!r}.")
-    _MADE[name] = url
+    _MADE[(parts.netloc, name)] = url
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
@@ -86,8 +87,9 @@ def drop_own_databases() -> None:
     A server that is gone (the load tests' private ones are stopped by then) took its
     databases with it: there is nothing to drop there.
     """
-    for name, url in list(_MADE.items()):
-        del _MADE[name]
+    for made, url in list(_MADE.items()):
+        del _MADE[made]
+        name = made[1]
         parts = urlsplit(url)
         try:
             if parts.scheme.startswith("postgresql"):
