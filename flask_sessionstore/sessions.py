@@ -70,6 +70,7 @@ class ServerSession(SessionMixin):
         # session (S35), as the request brought it; and the one to set, if any.
         self._fresh_mark = fresh_mark
         self._new_fresh_mark: str | None = None
+        self._stored_permanent = False
         self.record: SessionRecord | None = None
         self.user: Any = None
         self.user_pk: Any = None
@@ -127,6 +128,7 @@ class ServerSession(SessionMixin):
             # asks for it again (S35). Not written back unless something else changes.
             data["_fresh"] = False
         self.record, self.user, self.user_pk, self._data = record, user, record.user_pk, data
+        self._stored_permanent = bool(data.get("_permanent"))
 
     def _fresh_here(self, data: dict[str, Any]) -> bool:
         mark, since = data.get(_FRESH_MARK), data.get(_FRESH_SINCE)
@@ -347,6 +349,12 @@ class ServerSessionInterface(SessionInterface):
 
         now = utcnow()
         lifecycle = self.datastore.lifecycle
+        if session.user_pk is not None and "_user_id" not in session._data:
+            # Flask-Login's key is gone (session.clear(), or the app removed it): the
+            # session is no longer its user's. What it still holds is kept as an
+            # anonymous session, under a new id.
+            session.user = session.user_pk = None
+            session._rotate = True
         data = {k: v for k, v in session._data.items() if k not in _UNSTORED_KEYS}
         keep = bool(data) or session.user_pk is not None
         record = session.record
@@ -406,10 +414,13 @@ class ServerSessionInterface(SessionInterface):
             # Ended by a logout or revoke while this request ran: stays ended (S09).
             self._delete_cookie(app, response)
             return
-        if session.permanent:
-            # A permanent cookie carries the expiry, so it changes with it (S22).
+        if session.permanent or session._stored_permanent:
+            # A permanent cookie carries the expiry, so it changes with it (S22); one
+            # that stops being permanent is sent again without it, so that the browser
+            # drops it when it closes.
             assert session.session_id is not None
             self._set_cookie(app, response, session, session.session_id)
+            session._stored_permanent = session.permanent
         self._set_fresh_cookie(app, response, session)
 
     # -- helpers -------------------------------------------------------------------

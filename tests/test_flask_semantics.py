@@ -1,0 +1,44 @@
+"""Flask's own session semantics that apps rely on (issue 12's bugs 9 and 10), on every
+ORM and database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, session
+
+from .helpers import login
+
+
+def test_session_clear_detaches_the_session_from_its_user(app: Flask, ds: Any) -> None:
+    @app.post("/clear")
+    def clear() -> str:
+        session.clear()
+        session["theme"] = "dark"  # what the app keeps after clearing is anonymous
+        return "cleared"
+
+    ann = ds.create_user(email="ann@example.com", password="pw")
+    client = app.test_client()
+    login(client)
+    assert len(ds.list_sessions(ann)) == 1
+    assert client.post("/clear").status_code == 200
+    assert ds.list_sessions(ann) == []  # the device is no longer listed as Ann's
+    assert client.get("/me").status_code == 401
+
+
+def test_permanent_false_sends_a_browser_session_cookie(app: Flask, ds: Any) -> None:
+    @app.post("/forget-me")
+    def forget_me() -> str:
+        session.permanent = False
+        return "ok"
+
+    ds.create_user(email="ann@example.com", password="pw")
+    client = app.test_client()
+    response = login(client, remember="1")
+    assert "Expires=" in response.headers["Set-Cookie"]
+    response = client.post("/forget-me")
+    cookies = [value for name, value in response.headers.items() if name == "Set-Cookie"]
+    main = [value for value in cookies if value.startswith("session=")]
+    assert main, cookies  # the cookie is sent again...
+    assert "Expires=" not in main[0]  # ...without an expiry: the browser drops it on close
+    assert client.get("/me").status_code == 200
