@@ -181,8 +181,12 @@ class ServerSession(SessionMixin):
         self.modified = True
 
     def __contains__(self, name: object) -> bool:
-        if not self.loaded and name in _UNSTORED_KEYS:
-            return False
+        if name in _UNSTORED_KEYS and not (self.loaded and self._read):
+            # Flask-Login looks for these after every request. They are never stored, so
+            # only this request can have set them: answering reads nothing (not even
+            # again after a failed read), and a response that read nothing does not vary
+            # on the cookie (S22).
+            return self.loaded and name in self._data
         self._load()
         return name in self._data
 

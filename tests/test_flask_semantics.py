@@ -42,3 +42,16 @@ def test_permanent_false_sends_a_browser_session_cookie(app: Flask, ds: Any) -> 
     assert main, cookies  # the cookie is sent again...
     assert "Expires=" not in main[0]  # ...without an expiry: the browser drops it on close
     assert client.get("/me").status_code == 200
+
+
+def test_a_request_without_a_cookie_that_reads_nothing_varies_on_nothing(
+    app: Flask, ds: Any
+) -> None:
+    """Issue 12, bug 7: Flask-Login's after-request look for its remember key is no read
+    of the session, with or without a cookie (S22)."""
+    response = app.test_client().get("/public")
+    assert response.status_code == 200
+    assert "Cookie" not in response.headers.get("Vary", "")
+    assert "Set-Cookie" not in response.headers
+    read = app.test_client().get("/cart")  # a view that reads the session varies
+    assert "Cookie" in read.headers.get("Vary", "")
