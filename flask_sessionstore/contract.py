@@ -42,7 +42,8 @@ class ModelStore(abc.ABC, Generic[U, R]):
 
     Values given to these methods were checked by the core: identity values are text
     without NUL characters, keys were parsed with :attr:`key_kind`, and ``criteria``
-    names only columns of the user model.
+    names only attributes of the user model (whether each is a column is the
+    translator's to say: :meth:`find_user`).
     """
 
     #: The application's user model and role model.

@@ -37,13 +37,18 @@ def _restart_the_browser(client: Any) -> None:
             client.delete_cookie(cookie.key, domain=cookie.domain, path=cookie.path)
 
 
-def test_s35_a_remembered_login_is_not_fresh_after_a_browser_restart(
-    app: Flask, ds: Any
-) -> None:
+def _logged_in(app: Flask, ds: Any, **extra: str) -> Any:
     _fresh_views(app)
     ds.create_user(email="ann@example.com", password="pw")
     client = app.test_client()
-    login(client, remember="1")
+    login(client, **extra)
+    return client
+
+
+def test_s35_a_remembered_login_is_not_fresh_after_a_browser_restart(
+    app: Flask, ds: Any
+) -> None:
+    client = _logged_in(app, ds, remember="1")
     assert client.get("/sensitive").status_code == 200  # fresh where the password was given
     _restart_the_browser(client)
     assert client.get("/me").status_code == 200  # still remembered...
@@ -55,10 +60,7 @@ def test_s35_a_remembered_login_is_not_fresh_after_a_browser_restart(
 def test_s35_a_login_that_is_not_remembered_is_fresh_in_its_browser_session(
     app: Flask, ds: Any
 ) -> None:
-    _fresh_views(app)
-    ds.create_user(email="ann@example.com", password="pw")
-    client = app.test_client()
-    login(client)
+    client = _logged_in(app, ds)
     for _ in range(3):
         assert client.get("/sensitive").status_code == 200
 
